@@ -1,0 +1,367 @@
+"""Instrument base class with declarative settings (the PyMeasure ``Instrument.control`` /
+QCoDeS parameter idea, written for labctl).
+
+A driver declares each setting once::
+
+    class AFG3152C(Instrument):
+        error_query = "SYSTem:ERRor?"
+        class Channel(Component):
+            frequency = Setting("SOURce{ch}:FREQuency?", "SOURce{ch}:FREQuency {value:.12g}",
+                                unit="Hz", limits=(1e-6, 150e6), doc="pulse repetition frequency")
+
+and gets: validation before anything is written (limits, choices, safety restrictions from the
+station), value mapping both ways, the error queue read after every set, an I/O log at debug level,
+and the setting in ``snapshot()``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
+
+from ..errors import InstrumentError, SettingError
+from .. import units as _units
+from .transport import Transport
+
+log = logging.getLogger("labctl.instrument")
+
+Limits = tuple[float, float]
+
+
+class Setting:
+    """A readable and/or writable instrument setting.
+
+    :param get: query command (may use ``{ch}`` and other component variables), or None.
+    :param set: command template with ``{value}`` (formatted value) and component variables.
+    :param unit: SI unit symbol for documentation and strings like ``"45 MHz"`` (``dim`` inferred).
+    :param limits: ``(low, high)`` inclusive, or ``callable(component) -> (low, high)``.
+    :param choices: allowed Python values (checked after ``mapping`` keys).
+    :param mapping: Python value -> instrument token; replies are mapped back.
+    :param parse: reply -> Python value when there is no mapping (default ``float``).
+    :param fmt: how a value is put in the command (``"{:.12g}"`` by default for numbers).
+    :param check_errors: read the instrument's error queue after a set.
+    :param step: values are rounded to a multiple of ``step`` before sending (e.g. DAC codes).
+    """
+
+    def __init__(self, get: str | None = None, set: str | None = None, *, unit: str = "",
+                 limits: Limits | Callable[[Any], Limits] | None = None,
+                 choices: Iterable[Any] | None = None, mapping: Mapping[Any, str] | None = None,
+                 parse: Callable[[str], Any] = float, fmt: str = "{:.12g}", doc: str = "",
+                 check_errors: bool = True, snapshot: bool = True, dim: str | None = None,
+                 step: float | None = None) -> None:
+        self.get_cmd = get
+        self.set_cmd = set
+        self.unit = unit
+        self.limits = limits
+        self.mapping = dict(mapping) if mapping else None
+        self.choices = tuple(choices) if choices is not None else (tuple(self.mapping) if self.mapping else None)
+        self.parse = parse
+        self.fmt = fmt
+        self.doc = doc
+        self.check_errors = check_errors
+        self.in_snapshot = snapshot and get is not None
+        self.dim = dim if dim is not None else (_units.unit_factor(unit)[0] if unit and _units.unit_factor(unit) else None)
+        self.step = step
+        self.name = "?"
+        self.__doc__ = f"{doc} [{unit}]" if unit else doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    # -- descriptor protocol --------------------------------------------------------------------
+    def __get__(self, comp: "Component | None", owner: type | None = None) -> Any:
+        if comp is None:
+            return self
+        return self.read(comp)
+
+    def __set__(self, comp: "Component", value: Any) -> None:
+        self.write(comp, value)
+
+    # -- behaviour ------------------------------------------------------------------------------
+    def limits_for(self, comp: "Component") -> Limits | None:
+        lim = self.limits(comp) if callable(self.limits) else self.limits
+        restricted = comp._restrictions.get(self.name)
+        if restricted is not None:
+            lo, hi = restricted
+            if lim is None:
+                return lo, hi
+            return max(lim[0], lo), min(lim[1], hi)
+        return lim
+
+    def validate(self, comp: "Component", value: Any) -> Any:
+        """Return the value to send (converted, checked), or raise SettingError. Writes nothing."""
+        where = f"{comp.full_name}"
+        if isinstance(value, str) and self.dim and not (self.mapping and value in self.mapping):
+            value = _units.parse_as(value, self.dim, where=f"{where}.{self.name}")
+        if self.mapping is not None or (self.choices is not None and self.limits is None):
+            if self.choices is not None and value not in self.choices:
+                raise SettingError(where, self.name, value, "choices " + ", ".join(map(repr, self.choices)))
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SettingError(where, self.name, value, "numbers", self.unit)
+        if not math.isfinite(value):
+            raise SettingError(where, self.name, value, "finite numbers", self.unit)
+        if self.step:
+            value = round(value / self.step) * self.step
+        lim = self.limits_for(comp)
+        if lim is not None:
+            lo, hi = lim
+            tol = 1e-12 * max(abs(lo), abs(hi), 1e-30)
+            if not (lo - tol <= value <= hi + tol):
+                u = f" {self.unit}" if self.unit else ""
+                raise SettingError(where, self.name, value, f"range {lo:g}{u} to {hi:g}{u}", self.unit)
+        return value
+
+    def format_value(self, value: Any) -> str:
+        if self.mapping is not None:
+            return self.mapping[value]
+        if isinstance(value, str):
+            return value
+        return self.fmt.format(value)
+
+    def write(self, comp: "Component", value: Any) -> None:
+        if self.set_cmd is None:
+            raise AttributeError(f"{comp.full_name}.{self.name} is read-only")
+        v = self.validate(comp, value)
+        cmd = self.set_cmd.format(value=self.format_value(v), **comp.variables)
+        comp.write(cmd)
+        if self.check_errors:
+            comp.instrument.check_errors(cmd)
+        comp._cache[self.name] = v
+
+    def read(self, comp: "Component") -> Any:
+        if self.get_cmd is None:
+            if self.name in comp._cache:
+                return comp._cache[self.name]
+            raise AttributeError(f"{comp.full_name}.{self.name} cannot be read back from the instrument")
+        reply = comp.query(self.get_cmd.format(**comp.variables))
+        return self.parse_reply(comp, reply)
+
+    def parse_reply(self, comp: "Component", reply: str) -> Any:
+        text = reply.strip()
+        if self.mapping is not None:
+            for k, token in self.mapping.items():
+                if text.upper() == token.upper():
+                    return k
+            # SCPI instruments answer booleans as 1/0 and may return the long or short token form
+            for k, token in self.mapping.items():
+                if token.upper().startswith(text.upper()) or text.upper().startswith(token.upper()):
+                    return k
+                if isinstance(k, bool) and text in ("1", "0") and k == (text == "1"):
+                    return k
+            raise InstrumentError(comp.full_name, self.get_cmd, f"unexpected reply {reply!r} for {self.name}")
+        try:
+            return self.parse(text)
+        except (ValueError, TypeError):
+            raise InstrumentError(comp.full_name, self.get_cmd,
+                                  f"unexpected reply {reply!r} for {self.name}") from None
+
+
+def on_off(token_on: str = "ON", token_off: str = "OFF") -> dict:
+    """The usual boolean mapping."""
+    return {True: token_on, False: token_off}
+
+
+class Component:
+    """Something that owns settings: an instrument, or one channel of it.
+
+    ``variables`` are substituted into the settings' command templates (``{ch}``).
+    """
+
+    def __init__(self, parent: "Component | None", name: str, **variables: Any) -> None:
+        self.parent = parent
+        self.short_name = name
+        self.variables = dict(parent.variables if parent else {}, **variables)
+        self._restrictions: dict[str, Limits] = {}
+        self._cache: dict[str, Any] = {}
+        self._components: dict[str, Component] = {}
+
+    # -- structure ------------------------------------------------------------------------------
+    @property
+    def instrument(self) -> "Instrument":
+        c: Component = self
+        while c.parent is not None:
+            c = c.parent
+        return c  # type: ignore[return-value]
+
+    @property
+    def full_name(self) -> str:
+        return self.short_name if self.parent is None else f"{self.parent.full_name}.{self.short_name}"
+
+    def add_component(self, name: str, comp: "Component") -> "Component":
+        self._components[name] = comp
+        setattr(self, name, comp)
+        return comp
+
+    @classmethod
+    def settings(cls) -> dict[str, Setting]:
+        """All declared settings of this class, by name (base classes first)."""
+        out: dict[str, Setting] = {}
+        for klass in reversed(cls.__mro__):
+            for k, v in vars(klass).items():
+                if isinstance(v, Setting):
+                    out[k] = v
+        return out
+
+    def walk(self) -> Iterator[tuple[str, "Component"]]:
+        """This component and all sub-components with their dotted paths ("" for self)."""
+        yield "", self
+        for name, comp in self._components.items():
+            for sub, c in comp.walk():
+                yield (f"{name}.{sub}" if sub else name), c
+
+    def resolve(self, dotted: str) -> tuple["Component", Setting]:
+        """``"ch1.amplitude"`` -> (channel component, Setting); KeyError if unknown."""
+        *path, setting = dotted.split(".")
+        comp: Component = self
+        for p in path:
+            comp = comp._components[p]
+        s = type(comp).settings().get(setting)
+        if s is None:
+            raise KeyError(dotted)
+        return comp, s
+
+    def restrict(self, dotted: str, low: float, high: float) -> None:
+        """Narrow a setting's allowed range (station safety limits)."""
+        comp, s = self.resolve(dotted)
+        if low > high:
+            raise ValueError(f"empty range {low}..{high} for {dotted}")
+        comp._restrictions[s.name] = (low, high)
+
+    def check(self, dotted: str, value: Any) -> Any:
+        """Validate a value for a setting without touching the instrument."""
+        comp, s = self.resolve(dotted)
+        return s.validate(comp, value)
+
+    def set(self, dotted: str, value: Any) -> None:
+        comp, s = self.resolve(dotted)
+        s.write(comp, value)
+
+    def get(self, dotted: str) -> Any:
+        comp, s = self.resolve(dotted)
+        return s.read(comp)
+
+    # -- I/O goes to the instrument ---------------------------------------------------------------
+    def write(self, command: str) -> None:
+        self.instrument.write(command)
+
+    def query(self, command: str) -> str:
+        return self.instrument.query(command)
+
+    # -- provenance -----------------------------------------------------------------------------
+    def snapshot_settings(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, s in type(self).settings().items():
+            if not s.in_snapshot:
+                continue
+            out[name] = s.read(self)
+        for name, comp in self._components.items():
+            out[name] = comp.snapshot_settings()
+        return out
+
+
+class Instrument(Component):
+    """Base of every driver.
+
+    Subclasses set the class attributes below, declare ``Setting``s, and implement
+    ``safe_state()``. The station builds the transport; the driver never knows whether it talks to
+    hardware, a simulator or an emulator.
+    """
+
+    #: human name of the model, shown in listings
+    model: ClassVar[str] = ""
+    #: role names (see ``labctl.instrument.protocols``) this driver can fill
+    roles: ClassVar[tuple[str, ...]] = ()
+    read_termination: ClassVar[str] = "\n"
+    write_termination: ClassVar[str] = "\n"
+    timeout: ClassVar[float] = 2.0  #: seconds
+    baud_rate: ClassVar[int] = 115200
+    #: query that pops one entry of the error queue, or None if the instrument has none
+    error_query: ClassVar[str | None] = "SYSTem:ERRor?"
+    #: identity query
+    idn_query: ClassVar[str | None] = "*IDN?"
+    #: "module:Class" of the simulator model (``sim_instruments.models``)
+    simulator: ClassVar[str] = ""
+    #: transport kind the real instrument needs when the resource string does not say
+    #: ("visa", "serial" or a driver-specific transport factory "module:function")
+    transport_kind: ClassVar[str] = "visa"
+
+    def __init__(self, name: str, transport: Transport, **options: Any) -> None:
+        super().__init__(None, name)
+        self.transport = transport
+        self.options = options
+        self._idn: str | None = None
+
+    # -- I/O ------------------------------------------------------------------------------------
+    def write(self, command: str) -> None:
+        self.transport.write(command)
+
+    def query(self, command: str) -> str:
+        return self.transport.query(command)
+
+    def read(self) -> str:
+        return self.transport.read()
+
+    # -- error queue ----------------------------------------------------------------------------
+    def parse_error(self, reply: str) -> str | None:
+        """None if ``reply`` means "no error", else the error message. SCPI: ``0,"No error"``."""
+        text = reply.strip()
+        code = text.split(",", 1)[0].strip()
+        try:
+            if int(code) == 0:
+                return None
+        except ValueError:
+            pass
+        return text
+
+    def check_errors(self, command: str | None = None) -> None:
+        """Drain the error queue; raise InstrumentError listing every entry found."""
+        if not self.error_query:
+            return
+        errors = []
+        for _ in range(32):
+            msg = self.parse_error(self.query(self.error_query))
+            if msg is None:
+                break
+            errors.append(msg)
+        if errors:
+            raise InstrumentError(self.name, command, "; ".join(errors))
+
+    # -- identity, provenance, safety -----------------------------------------------------------
+    def idn(self) -> str:
+        """The instrument's identity string (``*IDN?`` or its equivalent)."""
+        if self._idn is None:
+            self._idn = self.query(self.idn_query).strip() if self.idn_query else self.model
+        return self._idn
+
+    def connect(self) -> None:
+        """Called once after the transport is open (clear interface state, disable echo…)."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every readable setting, for provenance (``run.h5``)."""
+        return {"idn": self.idn(), "driver": f"{type(self).__module__}.{type(self).__qualname__}",
+                "resource": self.transport.resource, "settings": self.snapshot_settings()}
+
+    def safe_state(self) -> None:
+        """Put the instrument in a state that cannot harm the experiment (outputs off, attenuation
+        up, bias to a safe value). Called on every exit path of a run. Must be implemented."""
+        raise NotImplementedError(f"{type(self).__name__} must implement safe_state()")
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> "Instrument":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.safe_state()
+        finally:
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} on {self.transport.resource}>"
+
+    @property
+    def name(self) -> str:
+        return self.short_name
