@@ -285,12 +285,49 @@ class Instrument(Component):
     #: transport kind the real instrument needs when the resource string does not say
     #: ("visa", "serial" or a driver-specific transport factory "module:function")
     transport_kind: ClassVar[str] = "visa"
+    #: sub-components built for every instance: name -> (Component class, template variables),
+    #: e.g. ``{"ch1": (Channel, {"ch": 1}), "ch2": (Channel, {"ch": 2})}``; declared on the class
+    #: so settings can be checked (station limits, sequence compilation) without an instrument.
+    components: ClassVar[dict[str, tuple[type, dict]]] = {}
 
     def __init__(self, name: str, transport: Transport, **options: Any) -> None:
         super().__init__(None, name)
         self.transport = transport
         self.options = options
         self._idn: str | None = None
+        for cname, (ccls, cvars) in self.components.items():
+            self.add_component(cname, ccls(self, cname, **cvars))
+
+    @classmethod
+    def open_transport(cls, resource: str, **kw: Any) -> Transport | None:
+        """A driver-specific transport for ``resource`` (e.g. a vendor library through ctypes),
+        or None to let the station choose pyvisa or pyserial from the resource string."""
+        return None
+
+    @classmethod
+    def setting_spec(cls, dotted: str) -> Setting:
+        """The Setting a dotted path (``"ch1.amplitude"``) names, from the class alone.
+
+        Raises KeyError naming the path if there is no such setting."""
+        *path, setting = dotted.split(".")
+        klass: type = cls
+        for p in path:
+            comps = getattr(klass, "components", {})
+            if p not in comps:
+                raise KeyError(dotted)
+            klass = comps[p][0]
+        spec = klass.settings().get(setting)  # type: ignore[attr-defined]
+        if spec is None:
+            raise KeyError(dotted)
+        return spec
+
+    @classmethod
+    def setting_paths(cls) -> list[str]:
+        """Every dotted setting path of this driver (for help texts and error messages)."""
+        out = list(cls.settings())
+        for cname, (ccls, _vars) in cls.components.items():
+            out += [f"{cname}.{n}" for n in ccls.settings()]
+        return out
 
     # -- I/O ------------------------------------------------------------------------------------
     def write(self, command: str) -> None:
@@ -336,6 +373,10 @@ class Instrument(Component):
 
     def connect(self) -> None:
         """Called once after the transport is open (clear interface state, disable echo…)."""
+
+    def bind(self, station: Any) -> None:
+        """Called once every instrument of the station is connected: virtual instruments (a VOA
+        driven by an analog output, ``resource: via:redpitaya/AOUT0``) find their partners here."""
 
     def snapshot(self) -> dict[str, Any]:
         """Every readable setting, for provenance (``run.h5``)."""

@@ -285,6 +285,21 @@ class ModelTransport(TransportBase):
         return out
 
 
+class NullTransport(TransportBase):
+    """For virtual instruments that act through another instrument (``via:`` resources), e.g. a
+    VOA driven by an analog output. Any I/O on it is a programming error."""
+
+    def _send(self, data: bytes) -> None:
+        raise InstrumentError(self.name, self._last_command,
+                              f"{self.resource} is a virtual instrument and has no connection of its own")
+
+    def _receive_until(self, terminator: bytes) -> bytes:
+        raise InstrumentError(self.name, self._last_command,
+                              f"{self.resource} is a virtual instrument and has no connection of its own")
+
+    _receive = _receive_until  # type: ignore[assignment]
+
+
 def wrap_instrument_errors(name: str, exc: Exception, command: str | None) -> InstrumentError:
     """Turn an unexpected low-level exception into an InstrumentError naming the instrument."""
     if isinstance(exc, InstrumentError):

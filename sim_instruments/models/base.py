@@ -51,6 +51,7 @@ class DeviceModel:
         self._out = bytearray()
         self.lock = threading.RLock()
         self.disconnected = False
+        self.lab = None  #: the SimLab this model belongs to (set by the station)
         self.log: list[str] = []  #: every message handled, for tests and the twin
         #: fault hooks (issue: hardware-in-the-loop): called with (model, message) before handling;
         #: may return ("reply", bytes) to replace the answer or ("drop", None) to swallow it

@@ -1,0 +1,121 @@
+"""The station: instruments of a station file, connected through the right transport.
+
+``Station(config, sim=True)`` swaps every instrument for its simulator (``sim_instruments``) and
+keeps everything else of the config (names, roles, limits, channels). The drivers are the same
+objects either way.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from .config import InstrumentEntry, StationConfig
+from .errors import InputError, InstrumentError, LabctlError
+from .instrument.base import Instrument
+from .instrument.transport import ModelTransport, NullTransport, SerialTransport, Transport, VisaTransport
+
+log = logging.getLogger("labctl.station")
+
+SERIAL_PREFIXES = ("serial://", "socket://", "loop://", "rfc2217://", "spy://", "/dev/", "COM")
+
+
+def open_transport(entry: InstrumentEntry, *, sim: bool, lab: Any = None) -> Transport:
+    """The transport for one instrument entry (simulator model, pyserial, driver-specific, pyvisa)."""
+    cls = entry.driver_cls
+    kw = dict(name=entry.name, read_termination=cls.read_termination,
+              write_termination=cls.write_termination, timeout=entry.timeout or cls.timeout)
+    res = entry.config.resource
+    if res.startswith("via:"):
+        return NullTransport(res, **kw)
+    if sim:
+        from sim_instruments.models import make_model
+
+        spec = entry.config.sim.model if entry.config.sim and entry.config.sim.model else cls.simulator
+        if not spec:
+            raise InputError(f"driver {cls.__name__} of '{entry.name}' has no simulator", line=entry.line,
+                             fix="give one with 'sim: {model: module:Class}' or run without --sim")
+        opts = dict(entry.config.sim.options) if entry.config.sim else {}
+        model = make_model(spec, entry.name, **opts)
+        if lab is not None:
+            lab.add(entry.name, model)
+        return ModelTransport(f"sim://{entry.name}", model, **kw)
+    custom = cls.open_transport(res, **kw)
+    if custom is not None:
+        return custom
+    if res.startswith(SERIAL_PREFIXES) or (cls.transport_kind == "serial" and "::" not in res):
+        return SerialTransport(res, baud_rate=cls.baud_rate, **kw)
+    return VisaTransport(res, backend=entry.config.visa_library or "@py", baud_rate=cls.baud_rate, **kw)
+
+
+class Station:
+    """Connected instruments of one station file."""
+
+    def __init__(self, config: StationConfig, *, sim: bool = False, seed: int | None = None) -> None:
+        self.config = config
+        self.sim = sim
+        self.instruments: dict[str, Instrument] = {}
+        self.lab = None
+        if sim:
+            from sim_instruments.lab import SimLab
+
+            self.lab = SimLab(seed=seed)
+
+    def connect(self, names: Iterable[str] | None = None) -> "Station":
+        """Open every transport, build every driver, apply the safety limits. On failure, close
+        what was opened and re-raise."""
+        try:
+            for name in (names or self.config.instruments):
+                entry = self.config.instruments[name]
+                transport = open_transport(entry, sim=self.sim, lab=self.lab)
+                inst = entry.driver_cls(name, transport, **entry.config.options)
+                for path, (lo, hi) in entry.limits.items():
+                    inst.restrict(path, lo, hi)
+                self.instruments[name] = inst
+                inst.connect()
+            for inst in self.instruments.values():
+                inst.bind(self)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __getitem__(self, name: str) -> Instrument:
+        return self.instruments[name]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """name, role, driver, resource, idn of every connected instrument."""
+        out = []
+        for name, inst in self.instruments.items():
+            entry = self.config.instruments[name]
+            out.append({"name": name, "role": ",".join(entry.config.roles()),
+                        "driver": entry.config.driver, "resource": inst.transport.resource,
+                        "idn": inst.idn()})
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        return {name: inst.snapshot() for name, inst in self.instruments.items()}
+
+    def safe_state(self) -> list[str]:
+        """Put every instrument in its safe state; never stops at the first failure. Returns the
+        failures as messages (empty when all succeeded)."""
+        problems = []
+        for name, inst in self.instruments.items():
+            try:
+                inst.safe_state()
+            except (LabctlError, OSError) as e:
+                problems.append(f"{name}: safe state failed: {e}")
+                log.error("%s: safe state failed: %s", name, e)
+        return problems
+
+    def close(self) -> None:
+        for inst in self.instruments.values():
+            try:
+                inst.close()
+            except Exception as e:  # closing must never raise over the real error
+                log.warning("%s: close failed: %s", inst.name, e)
+
+    def __enter__(self) -> "Station":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
