@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/labctl run sequences/dlcz_witness.yaml --config configs/lab.yaml --sim --out runs/dlcz_witness-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/labctl instruments --config configs/lab.yaml --sim
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -46,6 +46,9 @@ class YamlDoc:
         return InputError(what, file=self.file, line=self.line(path), fix=fix)
 
 
+_PLAIN_TAGS = {"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"}
+
+
 class _Constructor(SafeConstructor):
     pass
 
@@ -55,6 +58,9 @@ def _convert(node: Node, path: tuple, lines: dict, cons: _Constructor, file: str
         raise InputError(f"YAML nesting deeper than {MAX_DEPTH} levels", file=file,
                          line=node.start_mark.line + 1, fix="flatten the document")
     lines.setdefault(path, node.start_mark.line + 1)
+    if not isinstance(node, ScalarNode) and node.tag not in _PLAIN_TAGS:
+        raise InputError(f"YAML tag {node.tag!r} is not allowed", file=file, line=node.start_mark.line + 1,
+                         fix="only plain YAML (mappings, lists, strings, numbers) is accepted")
     if isinstance(node, ScalarNode):
         return cons.construct_object(node, deep=True)
     if isinstance(node, SequenceNode):
