@@ -194,3 +194,12 @@ def test_random_pulse_fields_never_crash(fields):
         loads_sequence(yaml.safe_dump(s), "fuzz.yaml")
     except InputError:
         pass
+
+
+def test_plot_sequence_writes_png_and_text(tmp_path, capsys):
+    out = tmp_path / "seq.png"
+    assert main(["plot-sequence", str(REPO / "sequences/delay_sweep.yaml"), "--point", "20", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = capsys.readouterr().out
+    assert "read_aom" in text and "window herald" in text
+    assert main(["plot-sequence", str(REPO / "sequences/delay_sweep.yaml"), "--point", "99"]) == 2
