@@ -1,8 +1,9 @@
 """Steady-state mechanical entanglement by detuned parametric amplification.
 
 Theory of Szorkovszky et al., *Detuned parametric amplification for steady-state mechanical
-entanglement* (2014, arXiv:1402.6392v2; ``/work/shared/seeds/szorkovszky2014_...``). Equation
-numbers below are the paper's.
+entanglement* (2014, arXiv:1402.6392v2; seed text
+``szorkovszky2014_detuned_parametric_entanglement.txt``). Equation numbers below are the paper's;
+``docs/parametric.md`` explains the choices made.
 
 Two oscillators of equal frequency, each damped at rate γ into a bath of mean occupation N, are
 driven parametrically at 2ω_d and both positions are measured weakly and continuously (rate μ,
@@ -487,6 +488,9 @@ def plot_figure2(path, *, mu_min: float = 1e-2, mu_max: float = 1e3, points: int
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     mus = np.logspace(math.log10(mu_min), math.log10(mu_max), points)
     curves = figure2_curves(mus, **kw)
     fig = Figure(figsize=(6.4, 4.6))
@@ -499,8 +503,7 @@ def plot_figure2(path, *, mu_min: float = 1e-2, mu_max: float = 1e3, points: int
         label = (f"χ/γ = {c['chi']:g}, " +
                  ("γ1 = γ2" if sym else f"γ_D = {c['gamma_diff'] / 2:g} γ_S (constant coupling)"))
         ax.plot(mus, c["S"], ls="-" if sym else "--", color=shades[c["chi"]], lw=1.8, label=label)
-    ax.axhline(1.0, color="grey", lw=0.9, ls=":")
-    ax.text(mus[0] * 1.15, 1.02, "S = 1 (separable above)", color="grey", fontsize=8, va="bottom")
+    ax.axhline(1.0, color="grey", lw=0.9, ls=":", label="S = 1 (entangled below)")
     ax.set_xscale("log")
     ax.set_xlabel("measurement strength μ/γ")
     ax.set_ylabel("separability S = 2√(V$_{α+}$V$_{α−}$)")
