@@ -34,7 +34,9 @@ def open_transport(entry: InstrumentEntry, *, sim: bool, lab: Any = None) -> Tra
         if not spec:
             raise InputError(f"driver {cls.__name__} of '{entry.name}' has no simulator", line=entry.line,
                              fix="give one with 'sim: {model: module:Class}' or run without --sim")
-        opts = dict(entry.config.sim.options) if entry.config.sim else {}
+        # the simulator sees the driver's options (a 75 V limit switch, the SIM928 ports…),
+        # overridden by sim-only options
+        opts = {**entry.config.options, **(entry.config.sim.options if entry.config.sim else {})}
         model = make_model(spec, entry.name, **opts)
         if lab is not None:
             lab.add(entry.name, model)
@@ -99,7 +101,10 @@ class Station:
         """Put every instrument in its safe state; never stops at the first failure. Returns the
         failures as messages (empty when all succeeded)."""
         problems = []
-        for name, inst in self.instruments.items():
+        # virtual instruments (via:) last: their partner's safe state must not undo theirs
+        order = sorted(self.instruments.items(),
+                       key=lambda kv: kv[1].transport.resource.startswith("via:"))
+        for name, inst in order:
             try:
                 inst.safe_state()
             except (LabctlError, OSError) as e:

@@ -101,8 +101,6 @@ class Setting:
             raise SettingError(where, self.name, value, "numbers", self.unit)
         if not math.isfinite(value):
             raise SettingError(where, self.name, value, "finite numbers", self.unit)
-        if self.step:
-            value = round(value / self.step) * self.step
         lim = self.limits_for(comp)
         if lim is not None:
             lo, hi = lim
@@ -110,6 +108,15 @@ class Setting:
             if not (lo - tol <= value <= hi + tol):
                 u = f" {self.unit}" if self.unit else ""
                 raise SettingError(where, self.name, value, f"range {lo:g}{u} to {hi:g}{u}", self.unit)
+            value = min(max(value, lo), hi)  # within rounding tolerance: send the limit itself
+        if self.step:
+            value = round(value / self.step) * self.step
+            if lim is not None:  # rounding to the step must not leave the range
+                lo, hi = lim
+                if value < lo:
+                    value += self.step
+                elif value > hi:
+                    value -= self.step
         return value
 
     def format_value(self, value: Any) -> str:

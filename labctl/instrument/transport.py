@@ -75,6 +75,12 @@ class TransportBase:
     def close(self) -> None:
         pass
 
+    def discard_input(self) -> None:
+        """Drop anything received but not read (stale echoes, prompts, replies after a fault)."""
+        rx = getattr(self, "_rx", None)
+        if rx is not None:
+            rx.clear()
+
     # -- public API ---------------------------------------------------------------------------
     def write(self, message: str) -> None:
         with self.lock:
@@ -224,10 +230,12 @@ class SerialTransport(TransportBase):
         del self._rx[:want]
         return out
 
-    def reset_input(self) -> None:
+    def discard_input(self) -> None:
         """Discard anything unread (stale echoes after a fault)."""
         self._rx.clear()
         self.port.reset_input_buffer()
+
+    reset_input = discard_input
 
     def close(self) -> None:
         try:
@@ -253,6 +261,10 @@ class ModelTransport(TransportBase):
         if getattr(self.model, "disconnected", False):
             raise ConnectionLost(self.name, self._last_command, f"{self.resource} is not connected")
         self.model.feed(data)
+
+    def discard_input(self) -> None:
+        self._rx.clear()
+        self.model.take(None)
 
     def _pull(self) -> bool:
         got = self.model.take(None)
