@@ -37,8 +37,8 @@ KEYS = ("trials", "pump", "read", "coincidences")
 
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
 
-EXAMPLE = ("trials: 1114000000\npump: [111134, 184114]\nread: [108723, 167427]\n"
-           "coincidences:\n  - [9, 129]\n  - [130, 37]")
+EXAMPLE = ("{trials: 1114000000, pump: [111134, 184114], read: [108723, 167427], "
+           "coincidences: [[9, 129], [130, 37]]}")
 
 
 @dataclass(frozen=True)
@@ -141,12 +141,12 @@ def _check_values(data: Any, line: Callable[[tuple], int | None], file: str | No
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         return [err((), f"a counts file must be a mapping with keys {', '.join(KEYS)}; this one is {kind}",
-                    fix="write it as:\n" + EXAMPLE)]
+                    fix="write it like " + EXAMPLE + " (see docs/analysis.md)")]
     errors: list[InputError] = []
     missing = [k for k in KEYS if k not in data]
     if missing:
         errors.append(err((), f"missing key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}",
-                          fix="a counts file needs trials, pump, read and coincidences, e.g.\n" + EXAMPLE))
+                          fix="a counts file needs trials, pump, read and coincidences, e.g. " + EXAMPLE))
 
     def count(path: tuple, value: Any, name: str) -> int | None:
         c = _as_count(value)
@@ -163,13 +163,13 @@ def _check_values(data: Any, line: Callable[[tuple], int | None], file: str | No
             return None
         return c
 
-    def pair(key: str, names: Sequence[str]) -> list[int | None] | None:
+    def pair(key: str, names: Sequence[str], example: str) -> list[int | None] | None:
         if key not in data:
             return None
         v = data[key]
         if not isinstance(v, list) or len(v) != 2:
             errors.append(err((key,), f"{key} must be a list of two counts (detector 1, detector 2), "
-                                      f"not {_describe(v)}", fix=f"write e.g. {key}: [111134, 184114]"))
+                                      f"not {_describe(v)}", fix=f"write e.g. {key}: {example}"))
             return None
         return [count((key, i), x, names[i]) for i, x in enumerate(v)]
 
@@ -179,8 +179,8 @@ def _check_values(data: Any, line: Callable[[tuple], int | None], file: str | No
         if trials == 0:
             errors.append(err(("trials",), "trials = 0: no trials", fix="the number of trials N must be > 0"))
             trials = None
-    pump = pair("pump", ("C(p1)", "C(p2)"))
-    read = pair("read", ("C(r1)", "C(r2)"))
+    pump = pair("pump", ("C(p1)", "C(p2)"), "[111134, 184114]")
+    read = pair("read", ("C(r1)", "C(r2)"), "[108723, 167427]")
 
     coinc: list[list[int | None]] | None = None
     if "coincidences" in data:
@@ -190,7 +190,7 @@ def _check_values(data: Any, line: Callable[[tuple], int | None], file: str | No
         if not shape_ok:
             errors.append(err(("coincidences",), f"coincidences must be a 2×2 list of counts "
                                                  f"(row = read detector, column = herald detector), not {_describe(v)}",
-                              fix="write e.g.\ncoincidences:\n  - [9, 129]\n  - [130, 37]"))
+                              fix="write e.g. coincidences: [[9, 129], [130, 37]] (two rows of two)"))
         else:
             coinc = [[count(("coincidences", i, j), v[i][j], f"C(r{i + 1},p{j + 1})") for j in range(2)]
                      for i in range(2)]
@@ -210,18 +210,16 @@ def _check_values(data: Any, line: Callable[[tuple], int | None], file: str | No
                     continue
                 r = read[i] if read else None
                 p = pump[j] if pump else None
+                above = []
                 if r is not None and c > r:
-                    errors.append(err(("coincidences", i, j),
-                                      f"C(r{i + 1},p{j + 1}) = {c} is larger than the read single count "
-                                      f"C(r{i + 1}) = {r}",
-                                      fix="a coincidence is also a single: check rows (read detector) and "
-                                          "columns (herald detector) and the singles"))
+                    above.append(f"the read single count C(r{i + 1}) = {r}")
                 if p is not None and c > p:
+                    above.append(f"the herald single count C(p{j + 1}) = {p}")
+                if above:
                     errors.append(err(("coincidences", i, j),
-                                      f"C(r{i + 1},p{j + 1}) = {c} is larger than the herald single count "
-                                      f"C(p{j + 1}) = {p}",
-                                      fix="a coincidence is also a single: check rows (read detector) and "
-                                          "columns (herald detector) and the singles"))
+                                      f"C(r{i + 1},p{j + 1}) = {c} is larger than " + " and ".join(above),
+                                      fix="every coincidence is also a single click: check the singles "
+                                          "and the layout (row = read detector, column = herald detector)"))
     return errors
 
 
