@@ -431,7 +431,7 @@ def from_dac_codes(codes: np.ndarray | Sequence[int], amplitude_vpp: float,
 
 def sawtooth(plan: SegmentPlan, *, amplitude_vpp: float, offset_v: float = 0.0,
              sign: int | None = None, flyback_samples: float = 0.0,
-             quantise: bool = True) -> np.ndarray:
+             quantise: bool = True, phase_rad: float = 0.0) -> np.ndarray:
     """The segment's samples in volts at the AWG output (length ``plan.segment_length``).
 
     Each period ramps over ``amplitude_vpp`` (the voltage giving 2π at the EOM, see
@@ -445,6 +445,10 @@ def sawtooth(plan: SegmentPlan, *, amplitude_vpp: float, offset_v: float = 0.0,
     sampled sawtooth: the reset falls between two samples, i.e. it lasts one sample interval
     plus whatever the analog bandwidth adds. With ``quantise`` the samples are rounded to the
     12-bit DAC codes (what the AWG actually plays). A DC plan gives ``offset_v`` everywhere.
+
+    ``phase_rad`` advances the optical phase of the shifted light by that much: the ramp starts
+    at the point of its period where the EOM phase is ``phase_rad`` (mod 2π). This is how a
+    phase offset Δφ reaches the read pulse alone through an AC-coupled amplifier.
     """
     _check_levels(amplitude_vpp, offset_v)
     n, p = plan.segment_length, plan.periods_per_segment
@@ -465,6 +469,8 @@ def sawtooth(plan: SegmentPlan, *, amplitude_vpp: float, offset_v: float = 0.0,
                          f"{period:.2f} samples", fix=f"use 0 ≤ fly-back < {period / 2:.2f}")
     k = np.arange(n, dtype=np.int64)
     pos = ((k * p) % n).astype(np.float64) / p          # position in the period, in samples
+    if phase_rad:
+        pos = np.mod(pos + sign * (phase_rad / (2 * math.pi)) * period, period)
     if flyback_samples > 0:
         rise = period - flyback_samples
         y = np.where(pos < rise, pos / rise, (period - pos) / flyback_samples)

@@ -161,3 +161,21 @@ def test_validation_is_exact_about_limits(x):
         with pytest.raises(SettingError):
             box.ch1.frequency = x
         assert t.written == []
+
+
+def test_yaml_model_keeps_trailing_block_bytes_that_look_like_whitespace():
+    from sim_instruments.models.base import YamlScpiModel
+
+    class M(YamlScpiModel):
+        yaml_file = "afg3152c.yaml"
+        yaml_resource = next(iter(__import__("yaml").safe_load(
+            open(__import__("sim_instruments.models.base", fromlist=["VISA_DIR"]).VISA_DIR / "afg3152c.yaml"))["resources"]))
+        handlers = [(r"DATA (#.*)", "data")]
+
+        def data(self, m):
+            self.payload = m.group(1)
+
+    model = M()
+    payload = "\x00\x0b\x20\x0a"
+    model.feed(("DATA #14" + payload + "\n").encode("latin-1"))
+    assert model.payload == "#14" + payload

@@ -342,3 +342,23 @@ def test_shift_sign_makes_both_arms_scatter_at_one_frequency():
         2 * delta, abs=1.0)
     with pytest.raises(InputError):
         shift_for("probe", delta)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shift", [45e6, -45e6])
+@pytest.mark.parametrize("dphi", [0.0, 0.2 * np.pi, np.pi, 1.75 * np.pi])
+def test_phase_offset_moves_the_shifted_line_phase(shift, dphi):
+    """The complex amplitude of the shifted line of exp(i·pi·V/Vpi) advances by exactly dphi."""
+    from labctl.serrodyne import plan_segment, sawtooth
+    plan = plan_segment(shift)
+    amp = 2.0  # 2 V peak to peak gives 2 pi with v_pi = 1 V at the EOM (gain 1)
+
+    def line(phase):
+        v = sawtooth(plan, amplitude_vpp=amp, offset_v=0.0, quantise=False, phase_rad=phase)
+        field = np.exp(1j * np.pi * v / 1.0)
+        spec = np.fft.fft(field) / len(field)
+        k = plan.periods_per_segment if shift > 0 else len(field) - plan.periods_per_segment
+        return spec[k]
+
+    a0, a1 = line(0.0), line(dphi)
+    assert abs(a1) == pytest.approx(abs(a0), rel=1e-9)
+    assert abs(a1 / a0 - np.exp(1j * dphi)) < 1e-6

@@ -24,6 +24,10 @@ def run(args: argparse.Namespace) -> int:
     if args.config:
         cfg = load_station(args.config)
         check_against_station(seq, cfg)
+        # instrument limits: compile and apply every program to the simulated instruments
+        from ..sequence.compile import compile_sequence
+
+        compile_sequence(seq, cfg)
     n = len(seq.points)
     print(f"{args.sequence}: valid — '{seq.name}', period {units.format_quantity(seq.period, 's')}, "
           f"{len(seq.points[0].pulses)} pulses, {n} sweep point{'s' if n != 1 else ''}, "

@@ -213,7 +213,9 @@ class YamlScpiModel(DeviceModel):
     def handle(self, message: str) -> str | bytes | None:
         replies = []
         for part in _split_commands(message):
-            r = self.handle_one(part.strip())
+            # never strip the end of a binary block: its last bytes may look like white space
+            part = part.lstrip() if _ends_with_block(part) else part.strip()
+            r = self.handle_one(part)
             if r is not None:
                 replies.append(r if isinstance(r, str) else r.decode("latin-1"))
         return ";".join(replies) if replies else None
@@ -255,6 +257,19 @@ class YamlScpiModel(DeviceModel):
         if reply is _NO_RESPONSE:
             return None
         return reply.decode("latin-1")
+
+
+def _ends_with_block(part: str) -> bool:
+    """True if ``part`` carries an IEEE-488.2 definite-length block reaching its end."""
+    m = re.search(r"#([1-9])", part)
+    if not m:
+        return False
+    n = int(m.group(1))
+    try:
+        length = int(part[m.end():m.end() + n])
+    except ValueError:
+        return False
+    return m.end() + n + length >= len(part.rstrip(" \t\r\n")) or m.end() + n + length >= len(part)
 
 
 def _short_form(cmd: str) -> str:
