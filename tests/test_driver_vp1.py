@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from limits import classify
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
@@ -113,8 +115,14 @@ def test_bad_options(opts):
 def test_value_validation_property(db, hi):
     t = RecordingTransport(responder=lambda m: m)    # a device that repeats every set
     voa = SercaloVP1("voa", t, max_db=hi)
-    tol = 1e-12 * hi
-    if math.isfinite(db) and -tol <= db <= hi + tol:
+    kind = classify(db, 0.0, hi)
+    if kind == "edge":
+        try:
+            voa.set_attenuation(db)
+        except SettingError:
+            pass
+        return
+    if kind == "in":
         voa.set_attenuation(db)
         assert len(t.written) == 1 and t.written[0] == f"ATT {min(max(db, 0.0), hi) + 0.0:.3f}"
     else:

@@ -179,3 +179,18 @@ def test_yaml_model_keeps_trailing_block_bytes_that_look_like_whitespace():
     payload = "\x00\x0b\x20\x0a"
     model.feed(("DATA #14" + payload + "\n").encode("latin-1"))
     assert model.payload == "#14" + payload
+
+
+def test_tolerance_is_relative_to_each_limit():
+    class W(Instrument):
+        width = Setting("W?", "W {value}", unit="s", limits=(5e-9, 999.99))
+
+        def safe_state(self):
+            pass
+
+    t = RecordingTransport(lambda m: '0,"No error"' if m.startswith("SYST") else None)
+    w = W("w", t)
+    with pytest.raises(SettingError):
+        w.width = 4.1e-9
+    w.width = 5e-9 * (1 - 1e-14)  # round-off below the limit is accepted and sent as the limit
+    assert t.written[0] == "W 5e-09"

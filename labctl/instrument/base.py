@@ -104,8 +104,11 @@ class Setting:
         lim = self.limits_for(comp)
         if lim is not None:
             lo, hi = lim
-            tol = 1e-12 * max(abs(lo), abs(hi), 1e-30)
-            if not (lo - tol <= value <= hi + tol):
+            # float round-off only, relative to each limit (4.1 ns is not "5 ns"); at a limit of 0
+            # the scale is a millionth of the other limit (-5e-17 V is 0 V, -1 mV is not)
+            tol_lo = 1e-12 * max(abs(lo), 1e-6 * abs(hi))
+            tol_hi = 1e-12 * max(abs(hi), 1e-6 * abs(lo))
+            if not (lo - tol_lo <= value <= hi + tol_hi):
                 u = f" {self.unit}" if self.unit else ""
                 raise SettingError(where, self.name, value, f"range {lo:g}{u} to {hi:g}{u}", self.unit)
             value = min(max(value, lo), hi)  # within rounding tolerance: send the limit itself

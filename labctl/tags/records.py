@@ -217,84 +217,79 @@ def as_records(data: object) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 @njit
-def _decode_ht_nb(recs, t3, v2, wrap, base, kind, chan, time, dtime):  # pragma: no cover - jit
-    fmask = np.int64(1023) if t3 else np.int64(0x1FFFFFF)
-    for i in range(recs.shape[0]):
-        r = np.int64(recs[i])
+def _classify(r, ht, t3, v2, wrap, base):  # pragma: no cover - jit
+    """One record (as int64) -> (kind, channel, time, dtime, overflow correction after it)."""
+    if ht:
         ch = (r >> 25) & 63
-        field = r & fmask
-        if (r >> 31) != 0:
-            dtime[i] = 0
-            if ch == 63:
-                cnt = field
-                if cnt == 0 or not v2:
-                    cnt = 1
-                base += wrap * cnt
-                kind[i] = 2
-                chan[i] = -1
-                time[i] = base
-                continue
-            time[i] = base + field
-            if ch == 0:
-                if t3:
-                    kind[i] = 4
-                    chan[i] = 0
-                else:
-                    kind[i] = 3
-                    chan[i] = -1
-            elif ch <= 15:
-                kind[i] = 1
-                chan[i] = ch
-            else:
-                kind[i] = 4
-                chan[i] = ch
-        else:
-            kind[i] = 0
-            chan[i] = ch
-            time[i] = base + field
-            dtime[i] = ((r >> 10) & 32767) if t3 else 0
+        field = (r & 1023) if t3 else (r & 0x1FFFFFF)
+        if (r >> 31) == 0:
+            return 0, ch, base + field, ((r >> 10) & 32767) if t3 else 0, base
+        if ch == 63:
+            cnt = field
+            if cnt == 0 or not v2:
+                cnt = 1
+            base += wrap * cnt
+            return 2, -1, base, 0, base
+        if ch == 0:
+            if t3:
+                return 4, 0, base + field, 0, base
+            return 3, -1, base + field, 0, base
+        if ch <= 15:
+            return 1, ch, base + field, 0, base
+        return 4, ch, base + field, 0, base
+    ch = r >> 28
+    if t3:
+        field = r & 0xFFFF
+        dt = (r >> 16) & 0xFFF
+        mk = dt & 15
+        is_ofl = dt == 0
+    else:
+        field = r & 0x0FFFFFFF
+        dt = 0
+        mk = field & 15
+        is_ofl = mk == 0
+    if ch == 15:
+        if is_ofl:
+            base += wrap
+            return 2, -1, base, 0, base
+        if mk != 0:
+            return 1, mk, base + field, 0, base
+        return 4, 15, base + field, 0, base
+    ok = (ch >= 1 and ch <= 4) if t3 else (ch <= 4)
+    return (0 if ok else 4), ch, base + field, dt, base
+
+
+@njit
+def _decode_nb(recs, ht, t3, v2, wrap, base, kind, chan, time, dtime):  # pragma: no cover - jit
+    for i in range(recs.shape[0]):
+        k, c, t, d, base = _classify(np.int64(recs[i]), ht, t3, v2, wrap, base)
+        kind[i] = k
+        chan[i] = c
+        time[i] = t
+        dtime[i] = d
     return base
 
 
 @njit
-def _decode_pt_nb(recs, t3, v2, wrap, base, kind, chan, time, dtime):  # pragma: no cover - jit
+def _summary_nb(recs, ht, t3, v2, wrap, st, photons, kinds):  # pragma: no cover - jit
+    """Counts without per-record output. st: [base, first photon, last photon, last event]."""
+    base = st[0]
+    first = st[1]
+    last = st[2]
+    last_ev = st[3]
     for i in range(recs.shape[0]):
-        r = np.int64(recs[i])
-        ch = r >> 28
-        if t3:
-            field = r & 0xFFFF
-            dt = (r >> 16) & 0xFFF
-        else:
-            field = r & 0x0FFFFFFF
-            dt = 0
-        if ch == 15:
-            dtime[i] = 0
-            if t3:
-                is_ofl = dt == 0
-                mk = dt & 15
-            else:
-                mk = field & 15
-                is_ofl = mk == 0
-            if is_ofl:
-                base += wrap
-                kind[i] = 2
-                chan[i] = -1
-                time[i] = base
-            else:
-                time[i] = base + field
-                if mk != 0:
-                    kind[i] = 1
-                    chan[i] = mk
-                else:
-                    kind[i] = 4
-                    chan[i] = 15
-        else:
-            time[i] = base + field
-            chan[i] = ch
-            dtime[i] = dt
-            ok = (ch >= 1 and ch <= 4) if t3 else (ch <= 4)
-            kind[i] = 0 if ok else 4
-    return base
+        k, c, t, d, base = _classify(np.int64(recs[i]), ht, t3, v2, wrap, base)
+        kinds[k] += 1
+        if k == 0:
+            photons[c] += 1
+            first = min(first, t)
+            last = max(last, t)
+        if k == 0 or k == 1 or k == 3:
+            last_ev = max(last_ev, t)
+    st[0] = base
+    st[1] = first
+    st[2] = last
+    st[3] = last_ev
 
 
 def _decode_np(fmt: RecordFormat, recs: np.ndarray, base: int) -> tuple[DecodedRecords, int]:
@@ -354,10 +349,65 @@ def decode_chunk(fmt: RecordFormat, recs: np.ndarray, base: int = 0,
     if not want_numba(use_numba):
         return _decode_np(fmt, recs, base)
     out = _empty(fmt, recs.shape[0])
-    kern = _decode_ht_nb if fmt.layout == LAYOUT_HT else _decode_pt_nb
-    new_base = kern(recs, fmt.is_t3, fmt.version == 2, np.int64(fmt.wrap), np.int64(base),
-                    out.kind, out.channel, out.time, out.dtime)
+    new_base = _decode_nb(recs, fmt.layout == LAYOUT_HT, fmt.is_t3, fmt.version == 2,
+                          np.int64(fmt.wrap), np.int64(base), out.kind, out.channel, out.time,
+                          out.dtime)
     return out, int(new_base)
+
+
+class Summary:
+    """Running counts over chunks of records, without per-record output (for file summaries).
+
+    Attributes: ``photons`` (int64[64], per channel), ``kinds`` (int64[5], records per kind),
+    ``base`` (overflow correction so far), ``first``/``last`` (earliest/latest photon time or
+    None), ``last_event`` (latest photon, marker or sync time; -2**63 if none). Times in the format's
+    units (T2: global resolution; T3: syncs).
+    """
+
+    _MAX = np.iinfo(np.int64).max
+    _MIN = np.iinfo(np.int64).min
+
+    def __init__(self, fmt: RecordFormat | int | str, use_numba: bool | None = None) -> None:
+        self.fmt = record_format(fmt)
+        self.use_numba = use_numba
+        self.photons = np.zeros(64, np.int64)
+        self.kinds = np.zeros(5, np.int64)
+        self._st = np.array([0, self._MAX, self._MIN, self._MIN], np.int64)
+
+    def feed(self, records: object) -> None:
+        recs = as_records(records)
+        f = self.fmt
+        if want_numba(self.use_numba):
+            _summary_nb(recs, f.layout == LAYOUT_HT, f.is_t3, f.version == 2, np.int64(f.wrap),
+                        self._st, self.photons, self.kinds)
+            return
+        d, base = _decode_np(f, recs, int(self._st[0]))
+        self._st[0] = base
+        self.kinds += np.bincount(d.kind, minlength=5)[:5]
+        ph = d.kind == PHOTON
+        if ph.any():
+            self.photons += np.bincount(d.channel[ph].astype(np.int64), minlength=64)[:64]
+            self._st[1] = min(int(self._st[1]), int(d.time[ph].min()))
+            self._st[2] = max(int(self._st[2]), int(d.time[ph].max()))
+        ev = ph | (d.kind == MARKER) | (d.kind == SYNC)
+        if ev.any():
+            self._st[3] = max(int(self._st[3]), int(d.time[ev].max()))
+
+    @property
+    def base(self) -> int:
+        return int(self._st[0])
+
+    @property
+    def first(self) -> int | None:
+        return int(self._st[1]) if self.kinds[PHOTON] else None
+
+    @property
+    def last(self) -> int | None:
+        return int(self._st[2]) if self.kinds[PHOTON] else None
+
+    @property
+    def last_event(self) -> int:
+        return int(self._st[3])
 
 
 def decode(fmt: RecordFormat | int | str, data: object, *, base: int = 0,
@@ -455,18 +505,15 @@ def encode(fmt: RecordFormat | int | str, time: Iterable[int] | np.ndarray,
     gaps = np.maximum(np.diff(qall), 0)          # wraps before each event (+ trailing)
     k = -(-gaps // maxc)                          # overflow records per gap
     csk = np.cumsum(k)
-    total = n + int(csk[-1]) if csk.size else n
+    total = n + (int(csk[-1]) if csk.size else 0)
     out = np.empty(total, np.uint32)
-    pos = np.arange(n, dtype=np.int64) + csk[:n]
-    field = t - q * wrap
-    out[pos] = _event_words(f, kd, ch, dt, field)
-    if total > n:
-        isofl = np.ones(total, bool)
-        isofl[pos] = False
-        cnt = np.full(int(csk[-1]), maxc, np.int64)
+    pos = np.arange(n, dtype=np.int64) + csk[:n]  # where the events go
+    if total > n:  # every overflow record carries maxc wraps, except the last of each gap
+        out.fill(_overflow_word(f, np.array([maxc]))[0])
+        gap_end = np.concatenate([pos, [total]]) if end is not None else pos
         has = gaps > 0
-        cnt[csk[has] - 1] = gaps[has] - (k[has] - 1) * maxc
-        out[isofl] = _overflow_word(f, cnt)
+        out[gap_end[has] - 1] = _overflow_word(f, gaps[has] - (k[has] - 1) * maxc)
+    out[pos] = _event_words(f, kd, ch, dt, t - q * wrap)
     return out
 
 
