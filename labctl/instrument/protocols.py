@@ -98,10 +98,13 @@ class DetectorBias(Device, Protocol):
 class TimeTagger(Device, Protocol):
     """Time-tagging card (TimeHarp 260)."""
 
-    def start(self, acquisition_time_s: float) -> None: ...
+    def start(self, acquisition_time_s: float) -> None:
+        """Start a measurement of ``acquisition_time_s``; records stream in the background."""
     def stop(self) -> None: ...
-    def read_records(self) -> np.ndarray:
-        """Raw 32-bit TTTR records read so far."""
+    def read_records(self, timeout: float = 0.0) -> np.ndarray:
+        """Raw 32-bit TTTR records that arrived since the last call (waits up to ``timeout`` s)."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the measurement has finished and every record was read out."""
 
 
 ROLES: dict[str, type] = {

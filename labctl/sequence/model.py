@@ -32,8 +32,8 @@ from .expr import ExprError, Value, dim_of, evaluate, require
 
 #: channel roles a sequence may use when no station is given
 KNOWN_ROLES = ("pump_aom", "read_aom", "aux_aom", "serrodyne", "lock_detector", "filter_1", "filter_2",
-               "phase_actuator", "arm_balance", "detector_1_bias", "detector_2_bias", "parametric_drive",
-               "lockin")
+               "phase_actuator", "arm_balance", "detector_1_bias", "detector_2_bias", "detector_1",
+               "detector_2", "parametric_drive", "lockin")
 PULSE_KINDS = ("pump", "read", "aux", "drive", "other")
 TOP_KEYS = ("name", "description", "period", "trials", "values", "device", "pulses", "windows",
             "serrodyne", "detection", "tagger", "lock", "sweep", "calibrations", "experiment", "parametric")
