@@ -1,7 +1,8 @@
 # labctl: two commands do all the set-up on a fresh machine.
 #   make run   - dry run of the DLCZ witness sequence on the simulated station
 #   make test  - the whole hardware-free test suite
-PYTHON ?= python3
+# the newest CPython 3.12/3.13 on the machine, else python3 (3.10+)
+PYTHON ?= $(shell command -v python3.12 || command -v python3.13 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
