@@ -81,6 +81,29 @@ class Station:
             raise
         return self
 
+    def reconnect(self, name: str) -> Instrument:
+        """Close and reopen one instrument's connection (after a dropped link or a reboot) and run
+        its ``connect()`` again; in simulation the same simulator model is kept."""
+        inst = self.instruments[name]
+        entry = self.config.instruments[name]
+        try:
+            inst.transport.close()
+        except Exception as e:  # a broken link may fail to close; the new one matters
+            log.warning("%s: close before reconnect failed: %s", name, e)
+        if self.sim and self.lab is not None and name in self.lab.models:
+            cls = entry.driver_cls
+            inst.transport = ModelTransport(f"sim://{name}", self.lab.models[name], name=name,
+                                            read_termination=cls.read_termination,
+                                            write_termination=cls.write_termination,
+                                            timeout=entry.timeout or cls.timeout)
+        else:
+            inst.transport = open_transport(entry, sim=False)
+        inst._idn = None
+        for comp_path, comp in inst.walk():
+            comp._cache.clear()
+        inst.connect()
+        return inst
+
     def __getitem__(self, name: str) -> Instrument:
         return self.instruments[name]
 

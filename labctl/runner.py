@@ -1,0 +1,622 @@
+"""The run: one sequence on one station (the lab, or ``--sim``), from validation to report.
+
+Order of work (docs/running.md)::
+
+    validate + compile (checked on simulators) → preflight of the output folder → manifest
+    → connect the station, identities and snapshots → (resume: safe state if the last run died)
+    → faults of a plan installed (simulation/emulation) → lasers to their set points, phase lock
+    → for each sweep point: apply programs, outputs on, acquire blocks of trials:
+        monitors (suspenders) → tagger stream → heralded counting → commit block (journal)
+    → safe state (on every exit path) → report.json, plots, run.h5
+
+Faults (docs/faults.md) are met with a defined behaviour — retry with back-off and
+reconnection, re-programming after a reboot, discarding and repeating a block whose data are
+bad (latched detector, mode hop), pausing while a monitored signal is out of its band — or a clean
+stop in the safe state with exit code 3. Every fault met is listed in ``report.json``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .config import StationConfig, load_station
+from .errors import (EXIT_FAULT, EXIT_INTERRUPTED, EXIT_OK, ConnectionLost, InputError, InstrumentError,
+                     InstrumentTimeout, LabctlError)
+from .report import build_report, lock_summary, summary_text, sum_counts
+from .sequence.apply import apply_program, enable_outputs
+from .sequence.compile import CompiledSequence, compile_sequence
+from .sequence.model import Sequence, parse_sequence
+from .station import Station
+from .storage import (BlockEntry, Journal, RunLock, dumps, git_commit, preflight, vector_to_counts,
+                      counts_to_vector, write_atomic, write_run_file)
+from .yamlio import loads_yaml
+
+log = logging.getLogger("labctl.run")
+
+#: trials per block: simulated blocks are cheap; lab blocks last at most a minute
+SIM_BLOCK_TRIALS = 100_000_000
+LAB_BLOCK_SECONDS = 60.0
+MAX_RETRIES = 3
+BACKOFF_S = (0.05, 0.2, 0.8)
+H5_REWRITE_S = 3.0
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM."""
+
+
+@dataclass
+class RunOptions:
+    sequence: str | None = None
+    config: str | None = None
+    sim: bool = False
+    out: Path | None = None
+    trials: float | None = None
+    seed: int | None = None
+    faults: str | None = None
+    resume: bool = False
+    block_trials: int | None = None
+    progress: bool | None = None
+    plots: bool = True
+
+
+@dataclass
+class FaultRecord:
+    kind: str
+    instrument: str
+    handling: str
+    point: int | None = None
+    block: int | None = None
+    message: str = ""
+    t: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class Runner:
+    """Runs one sequence; ``run()`` returns the exit code (0, 3 or 130)."""
+
+    def __init__(self, opts: RunOptions, *, out: Callable[[str], None] | None = None) -> None:
+        self.opts = opts
+        self.say = out or (lambda s: print(s, file=sys.stderr))
+        self.faults: list[FaultRecord] = []
+        self.station: Station | None = None
+        self.journal: Journal | None = None
+        self.lock_blocks: list[dict[str, Any]] = []
+        self.phase_lock: Any = None
+        self.injector: Any = None
+        self._last_h5 = 0.0
+        self._paused = 0.0
+        self._programs_applied: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------------------------------
+    # set-up
+    # ------------------------------------------------------------------------------------------
+    def _load(self) -> None:
+        o = self.opts
+        if o.resume:
+            folder = Path(o.out)  # type: ignore[arg-type]
+            mpath = folder / "manifest.json"
+            if not mpath.exists():
+                raise InputError(f"{folder} holds no run to resume (no manifest.json)",
+                                 fix="give the --out folder of a run started with 'labctl run'")
+            import json
+
+            try:
+                self.manifest = json.loads(mpath.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise InputError(f"cannot read {mpath}: {e}", fix="the run folder is damaged; start a new run") from None
+            m = self.manifest
+            self.seq = parse_sequence(loads_yaml(m["sequence_text"], m["sequence_file"]))
+            self.cfg = _station_from_text(m["station_text"], m["station_file"])
+            o.sim, o.seed, o.faults = m["sim"], m.get("seed"), m.get("faults_file")
+            self.faults_text = m.get("faults_text")
+            self.folder = folder
+        else:
+            from .sequence import load_sequence
+
+            if not o.sequence or not o.config:
+                raise InputError("a run needs a SEQUENCE and --config FILE",
+                                 fix="labctl run SEQUENCE --config STATION [--sim] [--out DIR]")
+            self.seq = load_sequence(o.sequence)
+            self.cfg = load_station(o.config)
+            self.faults_text = Path(o.faults).read_text() if o.faults else None
+            self.folder = Path(o.out) if o.out else Path("runs") / f"{self.seq.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.plan = None
+        if o.faults or self.faults_text:
+            self.plan = _load_fault_plan(o.faults, self.faults_text)
+        # trials per point
+        if o.resume:
+            self.trials = [int(p["trials"]) for p in self.manifest["points"]]
+        else:
+            t = o.trials if o.trials is not None else self.seq.trials
+            if not (t >= 1 and float(t) == math.floor(float(t)) and t <= 1e15):
+                raise InputError(f"--trials {t!r} must be a whole number from 1 to 1e15", fix="e.g. --trials 1e8")
+            self.trials = [int(t)] * len(self.seq.points)
+
+    def _compile(self) -> None:
+        if self.seq.experiment == "parametric":
+            self.compiled = None
+            return
+        self.compiled = compile_sequence(self.seq, self.cfg)
+
+    def _block_trials(self) -> int:
+        if self.opts.block_trials:
+            return int(self.opts.block_trials)
+        if self.opts.resume and "block_trials" in self.manifest:
+            return int(self.manifest["block_trials"])
+        if self.opts.sim:
+            return SIM_BLOCK_TRIALS
+        return max(1, int(LAB_BLOCK_SECONDS / self.seq.period))
+
+    def _write_manifest(self) -> None:
+        o = self.opts
+        seq_text = Path(o.sequence).read_text()  # type: ignore[arg-type]
+        st_text = Path(o.config).read_text()  # type: ignore[arg-type]
+        self.manifest = {
+            "labctl_version": __version__, "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "command": " ".join(sys.argv), "sequence_file": str(o.sequence), "sequence_text": seq_text,
+            "station_file": str(o.config), "station_text": st_text, "sequence_name": self.seq.name,
+            "experiment": self.seq.experiment, "sim": bool(o.sim), "seed": o.seed, "period": self.seq.period,
+            "block_trials": self._block_trials(), "faults_file": o.faults, "faults_text": self.faults_text,
+            "sweep_parameters": self.seq.sweep_parameters, "sequence_raw": self.seq.raw,
+            "points": [{"index": p.index, "parameters": p.parameters, "trials": self.trials[p.index]}
+                       for p in self.seq.points],
+        }
+        write_atomic(self.folder / "manifest.json", dumps(self.manifest).encode())
+
+    def _connect(self) -> None:
+        seed = self.opts.seed
+        self.station = Station(self.cfg, sim=self.opts.sim, seed=seed)
+        self.station.connect()
+        if self.opts.sim and self.station.lab is not None:
+            self.twin = _attach_twin(self.station, self.cfg, seed)
+        else:
+            self.twin = None
+        info = {}
+        for row in self.station.rows():
+            name = row["name"]
+            try:
+                snap = self.station[name].snapshot()
+            except LabctlError as e:
+                snap = {"error": str(e)}
+            info[name] = {**row, "snapshot": snap}
+        self.instruments_info = info
+        self.manifest["instruments"] = info
+
+    # ------------------------------------------------------------------------------------------
+    # resilience
+    # ------------------------------------------------------------------------------------------
+    def fault(self, kind: str, instrument: str, handling: str, *, message: str = "", point: int | None = None,
+              block: int | None = None) -> None:
+        rec = FaultRecord(kind, instrument, handling, point, block, message)
+        self.faults.append(rec)
+        log.warning("fault %s on %s: %s (%s)", kind, instrument, message, handling)
+        if self.journal is not None:
+            self.journal.event("fault", **rec.as_dict())
+
+    def with_retry(self, name: str, what: str, fn: Callable[[], Any], *, reprogram: bool = True,
+                   point: int | None = None) -> Any:
+        """Run ``fn``; on a timeout or a lost link retry with back-off, reconnecting (and
+        re-programming, since a rebooted instrument lost its settings) before each retry."""
+        for attempt in range(MAX_RETRIES + 1):
+            try:
+                return fn()
+            except (InstrumentTimeout, ConnectionLost) as e:
+                if attempt == MAX_RETRIES:
+                    self.fault("unrecoverable", name, f"gave up after {MAX_RETRIES} retries: stopping in the safe state",
+                               message=str(e), point=point)
+                    raise
+                kind = "timeout" if isinstance(e, InstrumentTimeout) else "connection"
+                time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+                try:
+                    self.station.reconnect(name)  # type: ignore[union-attr]
+                    prog = self._programs_applied.get(name)
+                    if reprogram and prog is not None:
+                        apply_program(self.station[name], prog)  # type: ignore[index]
+                    self.fault(kind, name, f"retry {attempt + 1} after reconnecting" +
+                               (" and re-programming" if reprogram and prog is not None else ""),
+                               message=str(e), point=point)
+                except LabctlError as e2:
+                    self.fault(kind, name, f"reconnect {attempt + 1} failed", message=str(e2), point=point)
+            except InstrumentError as e:
+                # the instrument reported an error (error queue): clear it and try once more
+                if attempt >= 1:
+                    self.fault("instrument_error", name, "persisting instrument error: stopping in the safe state",
+                               message=str(e), point=point)
+                    raise
+                self.fault("instrument_error", name, f"error queue entry during {what}: cleared, command repeated",
+                           message=str(e), point=point)
+                _drain_errors(self.station[name])  # type: ignore[index]
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------------------------------
+    # instruments
+    # ------------------------------------------------------------------------------------------
+    def _apply_point(self, k: int) -> None:
+        if self.compiled is None:
+            return
+        for name, prog in self.compiled.points[k].items():
+            inst = self.station[name]  # type: ignore[index]
+            self.with_retry(name, f"programming point {k + 1}", lambda inst=inst, prog=prog: apply_program(inst, prog), point=k)
+            self._programs_applied[name] = prog
+        for name, prog in self.compiled.points[k].items():
+            self.with_retry(name, "switching outputs on", lambda name=name, prog=prog: enable_outputs(self.station[name], prog), point=k)  # type: ignore[index]
+
+    def _lasers_to_setpoints(self) -> None:
+        sets = ((self.cfg.model.calibration or {}).get("lasers") or {})
+        self.laser_setpoints: dict[str, float] = {}
+        from . import units
+
+        for name, value in sets.items():
+            if name not in self.station.instruments:  # type: ignore[union-attr]
+                continue
+            wl = units.parse_as(value, "m", where=f"calibration.lasers.{name}")
+            laser = self.station[name]  # type: ignore[index]
+            self.with_retry(name, "setting the wavelength", lambda laser=laser, wl=wl: laser.set_wavelength(wl, wait=True))
+            self.with_retry(name, "switching the laser on", lambda laser=laser: laser.set_output(True))
+            self.laser_setpoints[name] = wl
+
+    def _check_lasers(self, k: int, b: int) -> bool:
+        """True when every laser is where it should be; re-sets a laser that hopped."""
+        ok = True
+        tol = 2e-12  # 2 pm ~ 250 MHz at 1554 nm, far below the 5.1 GHz sideband spacing
+        for name, wl in getattr(self, "laser_setpoints", {}).items():
+            laser = self.station[name]  # type: ignore[index]
+            got = self.with_retry(name, "reading the wavelength", laser.measured_wavelength, point=k)
+            if abs(got - wl) > tol:
+                ok = False
+                self.with_retry(name, "re-setting the wavelength", lambda laser=laser, wl=wl: laser.set_wavelength(wl, wait=True), point=k)
+                self.fault("mode_hop", name, "laser re-set to its wavelength; acquisition paused meanwhile",
+                           message=f"measured {got * 1e9:.4f} nm, set {wl * 1e9:.4f} nm", point=k, block=b)
+        return ok
+
+    def _start_lock(self) -> None:
+        """Close the fiber-stretcher phase lock when the sequence has a lock pulse and the
+        station the lock hardware (supplement, 'Phase stabilization')."""
+        self.phase_lock = None
+        if not self.seq.lock or not any(p.kind == "aux" for p in self.seq.points[0].pulses):
+            return
+        try:
+            from .phaselock import lock_from_station
+        except ImportError:
+            return
+        self.phase_lock = lock_from_station(self.station, self.cfg, self.seq)
+        if self.phase_lock is not None:
+            self.phase_lock.acquire()
+
+    # ------------------------------------------------------------------------------------------
+    # acquisition
+    # ------------------------------------------------------------------------------------------
+    def _tagger(self) -> tuple[str, Any]:
+        names = self.cfg.instruments_with_role("time_tagger")
+        if not names:
+            raise InputError(f"the station {self.cfg.path} has no time tagger", file=self.cfg.path,
+                             fix="add an instrument with role: time_tagger")
+        return names[0], self.station[names[0]]  # type: ignore[index]
+
+    def _windows(self, k: int) -> tuple[tuple[float, float], tuple[float, float]]:
+        pt = self.seq.points[k]
+        kinds = {p.name: p.kind for p in pt.pulses}
+        pump = [w for w in pt.windows if kinds.get(w.covers) == "pump"]
+        read = [w for w in pt.windows if kinds.get(w.covers) == "read"]
+        if not pump or not read:
+            raise InputError("the sequence needs a detection window covering a pump pulse and one covering a read "
+                             "pulse to count heralds", file=self.seq.path, line=self.seq.line("windows"),
+                             fix="add windows: [{name: herald, covers: pump, ...}, {name: read, covers: read, ...}]")
+        return (pump[0].start, pump[0].end), (read[0].start, read[0].end)
+
+    def _acquire_block(self, k: int, b: int, n: int, sync_start: int) -> tuple[np.ndarray, list[int]]:
+        from .tags.herald import HeraldCounter
+
+        name, tagger = self._tagger()
+        pw, rw = self._windows(k)
+        if self.twin is not None and hasattr(self.twin, "begin_block"):
+            self.twin.begin_block(point=k, block=b, sync_start=sync_start, seed=self.opts.seed)
+        res = self.with_retry(name, "reading the resolution", tagger.resolution, point=k)
+        hc = HeraldCounter.from_windows("TimeHarp260N_T3", pw, rw, res)
+        chunks: list[np.ndarray] = []
+
+        def run() -> None:
+            chunks.clear()
+            hc.tally = type(hc.tally)()
+            tagger.start(n * self.seq.period)
+            while True:
+                recs = tagger.read_records(timeout=0.2)
+                if recs.size:
+                    hc.feed(recs)
+                    chunks.append(recs)
+                elif tagger.wait(0):
+                    tail = tagger.read_records(timeout=0)
+                    if tail.size:
+                        hc.feed(tail)
+                        chunks.append(tail)
+                        continue
+                    break
+            tagger.stop()
+
+        self.with_retry(name, f"acquiring block {b + 1} of point {k + 1}", run, reprogram=True, point=k)
+        counts = hc.result(trials=n).counts(channels=(0, 1))
+        recs = np.concatenate(chunks) if chunks else np.zeros(0, np.uint32)
+        return recs, counts_to_vector(counts)
+
+    def _latched_detectors(self, vec: list[int], expected: list[float]) -> list[int]:
+        """Detectors whose herald + read clicks collapsed in a block (an SNSPD that latched)."""
+        got = [vec[1] + vec[3], vec[2] + vec[4]]
+        out = []
+        for d in range(2):
+            if expected[d] >= 50 and got[d] < 0.1 * expected[d]:
+                out.append(d)
+        return out
+
+    def _recover_detectors(self, dets: list[int], k: int, b: int) -> None:
+        ports = {d: self.cfg.model.channels.get(f"detector_{d + 1}_bias") for d in dets}
+        for d, ch in ports.items():
+            if ch is None:
+                self.fault("latched_detector", f"detector {d + 1}", "no bias channel in the station to reset it: stopping",
+                           point=k, block=b)
+                raise InstrumentError(f"detector {d + 1}", None, "detector latched and cannot be reset")
+            inst = self.station[ch.instrument]  # type: ignore[index]
+            port = inst.port(int(ch.output)) if hasattr(inst, "port") else inst
+            self.with_retry(ch.instrument, "resetting the latched detector", lambda port=port: port.reset_latch(0.01), point=k)
+            self.fault("latched_detector", f"{ch.instrument} port {ch.output}",
+                       "block discarded, bias reset (zero and back), block repeated", point=k, block=b)
+
+    def _lock_block(self, k: int, b: int) -> dict[str, Any]:
+        if self.phase_lock is None:
+            return {}
+        tel = self.phase_lock.run_block(self.seq.period)
+        d = tel.as_dict() if hasattr(tel, "as_dict") else dict(tel)
+        if not d.get("locked", True):
+            t0 = time.monotonic()
+            self.fault("lock_lost", "phase lock", "acquisition paused, lock re-acquired", point=k, block=b)
+            self.phase_lock.acquire()
+            self._paused += time.monotonic() - t0
+        return d
+
+    # ------------------------------------------------------------------------------------------
+    # the run
+    # ------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        self._load()
+        self._compile()
+        if not self.opts.resume:
+            est = 64 * 1024 * 1024
+            preflight(self.folder, est)
+            self._write_manifest()
+        self.journal = Journal(self.folder)
+        lock = RunLock(self.folder)
+        died = lock.previous_died()
+        lock.acquire()
+        status, code = "running", EXIT_OK
+        old_int = signal.getsignal(signal.SIGINT)
+        old_term = signal.getsignal(signal.SIGTERM)
+
+        def on_signal(signum: int, frame: Any) -> None:
+            raise Interrupted(signal.Signals(signum).name)
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        try:
+            self.journal.set_status("running", resumed=bool(self.opts.resume), pid=os.getpid())
+            self._connect()
+            if died or (self.opts.resume and self.journal.status not in (None, "complete")):
+                problems = self.station.safe_state()  # type: ignore[union-attr]
+                self.journal.event("safe_state_after_crash", problems=problems)
+                self.say(f"labctl: the previous run in {self.folder} ended without cleaning up; "
+                         "instruments were put in their safe state before resuming")
+            if self.plan is not None:
+                self.injector = _install_faults(self.plan, self.station)
+            self._write_h5("running", force=True)
+            if self.seq.experiment == "parametric":
+                code = self._run_parametric()
+            else:
+                self._lasers_to_setpoints()
+                self._start_lock()
+                self._run_points()
+            status = "complete"
+        except Interrupted as e:
+            status, code = "interrupted", EXIT_INTERRUPTED
+            self.say(f"labctl: interrupted ({e}); instruments going to their safe state, data kept")
+        except KeyboardInterrupt:
+            status, code = "interrupted", EXIT_INTERRUPTED
+            self.say("labctl: interrupted; instruments going to their safe state, data kept")
+        except InputError:
+            status = "failed"
+            raise
+        except LabctlError as e:
+            status, code = "failed", EXIT_FAULT
+            self.fault(getattr(self.faults[-1], "kind", "fault") if self.faults and self.faults[-1].kind == "unrecoverable" else "fault",
+                       getattr(e, "instrument", "run"), "stopped in the safe state", message=str(e))
+            self.say(f"labctl: {e}\nlabctl: the run stopped; instruments are in their safe state, data so far kept in {self.folder}")
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                self._finish(status)
+            finally:
+                signal.signal(signal.SIGINT, old_int)
+                signal.signal(signal.SIGTERM, old_term)
+                lock.release()
+        return code
+
+    def _run_points(self) -> None:
+        from .progress import Progress
+
+        assert self.journal is not None
+        block = self._block_trials()
+        total = sum(self.trials)
+        done_total = sum(b.trials for b in self.journal.blocks)
+        prog = Progress(total, len(self.seq.points), done=done_total, enabled=self.opts.progress)
+        try:
+            for pt in self.seq.points:
+                k = pt.index
+                if k in self.journal.done_points:
+                    continue
+                target = self.trials[k]
+                blocks = self.journal.point_blocks(k)
+                done = sum(b.trials for b in blocks)
+                b = len(blocks)
+                self._apply_point(k)
+                expected: list[float] | None = None
+                prog.point(k, pt.parameters)
+                while done < target:
+                    n = min(block, target - done)
+                    t0 = time.monotonic()
+                    self._paused = 0.0
+                    self._check_lasers(k, b)
+                    lock_tel = self._lock_block(k, b)
+                    recs, vec = self._acquire_block(k, b, n, done)
+                    rates = [(vec[1] + vec[3]) / n, (vec[2] + vec[4]) / n]
+                    if expected is not None:
+                        dets = self._latched_detectors(vec, [r * n for r in expected])
+                        if dets:
+                            self._recover_detectors(dets, k, b)
+                            continue  # the block's data are bad: repeat it
+                    if not self._check_lasers(k, b):
+                        continue  # a mode hop during the block: repeat it
+                    expected = rates if expected is None else [0.8 * e + 0.2 * r for e, r in zip(expected, rates)]
+                    entry = BlockEntry(k, b, n, done, vec, 0, 0, paused_s=self._paused, lock=lock_tel,
+                                       wall_time=time.monotonic() - t0)
+                    self.journal.commit_block(entry, recs)
+                    if lock_tel:
+                        self.lock_blocks.append({**lock_tel, "point": k, "block": b})
+                    done += n
+                    b += 1
+                    prog.advance(n, self.journal.point_counts(k))
+                    self._write_h5("running")
+                self.journal.point_done(k)
+        finally:
+            prog.close()
+
+    def _run_parametric(self) -> int:
+        from .parametric_run import run_parametric
+
+        return run_parametric(self)
+
+    # ------------------------------------------------------------------------------------------
+    # the end
+    # ------------------------------------------------------------------------------------------
+    def _points_data(self) -> list[dict[str, Any]]:
+        assert self.journal is not None
+        out = []
+        for p in self.manifest["points"]:
+            k = p["index"]
+            blocks = self.journal.point_blocks(k)
+            out.append({"parameters": p["parameters"], "counts": vector_to_counts(self.journal.point_counts(k)),
+                        "complete": k in self.journal.done_points,
+                        "paused_s": float(sum(b.paused_s for b in blocks))})
+        return out
+
+    def _write_h5(self, status: str, *, force: bool = False, report: dict[str, Any] | None = None) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_h5 < H5_REWRITE_S:
+            return
+        programs = self.compiled.as_json() if self.compiled is not None else None
+        write_run_file(self.folder, self.manifest, self.journal, instruments=getattr(self, "instruments_info", None),  # type: ignore[arg-type]
+                       programs=programs, status=status, report=report,
+                       telemetry=_lock_telemetry_arrays(self.lock_blocks))
+        self._last_h5 = time.monotonic()
+
+    def _finish(self, status: str) -> None:
+        if self.injector is not None:
+            try:
+                self.injector.remove()
+            except Exception as e:  # removing fault hooks must not hide the run's outcome
+                log.warning("removing the fault plan failed: %s", e)
+        if self.station is not None:
+            problems = self.station.safe_state()
+            for p in problems:
+                self.fault("safe_state", p.split(":", 1)[0], "safe state failed for this instrument: check it by hand",
+                           message=p)
+            self.station.close()
+        if self.journal is None:
+            return
+        self.journal.set_status(status)
+        points = self._points_data()
+        files = {"run_file": str(self.folder / "run.h5"), "report": str(self.folder / "report.json"), "plots": []}
+        rep = build_report(sequence=self.seq.name, experiment=self.seq.experiment, points=points,
+                           lock=lock_summary(self.lock_blocks), faults=[f.as_dict() for f in self.faults],
+                           files=files, status=status, extra=getattr(self, "report_extra", None))
+        if self.opts.plots:
+            try:
+                from .plots import draw_all
+
+                total = sum_counts([p["counts"] for p in points])
+                files["plots"] = draw_all(self.folder, self.manifest, points, total)
+            except Exception as e:  # a plot must never cost the data
+                log.warning("plots failed: %s", e)
+                rep["plot_error"] = str(e)
+        write_atomic(self.folder / "report.json", dumps(rep).encode())
+        self._write_h5(status, force=True, report=rep)
+        self.journal.close()
+        self.report = rep
+        self.say(summary_text(rep))
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+def _station_from_text(text: str, file: str) -> StationConfig:
+    """Load a station from the manifest's copy (resume must not depend on the original file)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / Path(file).name
+        p.write_text(text)
+        cfg = load_station(p)
+    cfg.path = file
+    cfg.doc.file = file
+    return cfg
+
+
+def _drain_errors(inst: Any) -> None:
+    try:
+        inst.check_errors()
+    except InstrumentError:
+        pass
+    try:
+        inst.transport.discard_input()
+    except Exception:  # nothing to discard
+        pass
+
+
+def _attach_twin(station: Station, cfg: StationConfig, seed: int | None) -> Any:
+    try:
+        from sim_instruments.twin import Twin
+    except ImportError:
+        return None
+    return Twin.attach(station.lab, params=cfg.model.twin or None, seed=seed)
+
+
+def _load_fault_plan(path: str | None, text: str | None) -> Any:
+    from .faults import load_fault_plan, loads_fault_plan
+
+    if text is not None:
+        return loads_fault_plan(text, path or "<fault plan>")
+    return load_fault_plan(path)
+
+
+def _install_faults(plan: Any, station: Station) -> Any:
+    from .faults import FaultInjector
+
+    inj = FaultInjector(plan, station.lab if station.lab is not None else station)
+    inj.install()
+    return inj
+
+
+def _lock_telemetry_arrays(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    if not blocks:
+        return {}
+    keys = ("point", "block", "rms_error", "mean_error", "locked_fraction", "output_mean", "jumps", "relocks")
+    return {k: np.array([float(b.get(k, np.nan) if b.get(k) is not None else np.nan) for b in blocks]) for k in keys}
