@@ -74,7 +74,12 @@ def lock_summary(blocks_lock: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def _fmt_interval(d: dict[str, Any] | None) -> str:
     if not d or d.get("value") is None:
         return "undefined"
-    return f"{d['value']:.3f} (+{d['upper'] - d['value']:.3f} / -{d['value'] - d['lower']:.3f})"
+    if d.get("lower") is None or d.get("upper") is None:
+        return f"{d['value']:.3f}"
+    if d["lower"] <= d["value"] <= d["upper"]:
+        return f"{d['value']:.3f} (+{d['upper'] - d['value']:.3f} / -{d['value'] - d['lower']:.3f})"
+    # very few counts: the most likely value can lie outside the 16-84 % interval
+    return f"{d['value']:.3f} (68 % interval {d['lower']:.3f} to {d['upper']:.3f})"
 
 
 def summary_text(rep: dict[str, Any]) -> str:

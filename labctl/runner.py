@@ -51,7 +51,7 @@ BACKOFF_S = (0.05, 0.2, 0.8)
 H5_REWRITE_S = 3.0
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):
     """Ctrl-C or SIGTERM."""
 
 
@@ -408,10 +408,11 @@ class Runner:
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+        previous_status = self.journal.status
         try:
             self.journal.set_status("running", resumed=bool(self.opts.resume), pid=os.getpid())
             self._connect()
-            if died or (self.opts.resume and self.journal.status not in (None, "complete")):
+            if died or (self.opts.resume and previous_status not in (None, "complete", "interrupted", "failed")):
                 problems = self.station.safe_state()  # type: ignore[union-attr]
                 self.journal.event("safe_state_after_crash", problems=problems)
                 self.say(f"labctl: the previous run in {self.folder} ended without cleaning up; "
