@@ -99,6 +99,8 @@ class Runner:
         self._last_h5 = 0.0
         self._paused = 0.0
         self._programs_applied: dict[str, dict[str, Any]] = {}
+        self._critical = 0            #: >0 while committing a block: a signal waits until it is done
+        self._pending_signal: str | None = None
 
     # ------------------------------------------------------------------------------------------
     # set-up
@@ -404,7 +406,11 @@ class Runner:
         old_term = signal.getsignal(signal.SIGTERM)
 
         def on_signal(signum: int, frame: Any) -> None:
-            raise Interrupted(signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            if self._critical:
+                self._pending_signal = name  # raised as soon as the commit is complete
+                return
+            raise Interrupted(name)
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
@@ -489,14 +495,26 @@ class Runner:
                     expected = rates if expected is None else [0.8 * e + 0.2 * r for e, r in zip(expected, rates)]
                     entry = BlockEntry(k, b, n, done, vec, 0, 0, paused_s=self._paused, lock=lock_tel,
                                        wall_time=time.monotonic() - t0)
-                    self.journal.commit_block(entry, recs)
-                    if lock_tel:
-                        self.lock_blocks.append({**lock_tel, "point": k, "block": b})
+                    self._critical += 1
+                    try:
+                        self.journal.commit_block(entry, recs)
+                        if lock_tel:
+                            self.lock_blocks.append({**lock_tel, "point": k, "block": b})
+                    finally:
+                        self._critical -= 1
+                    if self._pending_signal:
+                        raise Interrupted(self._pending_signal)
                     done += n
                     b += 1
                     prog.advance(n, self.journal.point_counts(k))
                     self._write_h5("running")
-                self.journal.point_done(k)
+                self._critical += 1
+                try:
+                    self.journal.point_done(k)
+                finally:
+                    self._critical -= 1
+                if self._pending_signal:
+                    raise Interrupted(self._pending_signal)
         finally:
             prog.close()
 
