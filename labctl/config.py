@@ -199,10 +199,20 @@ def _pydantic_errors(doc: YamlDoc, exc: ValidationError) -> list[InputError]:
     out = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        # pydantic puts union branch names in loc (e.g. 'str', 'list[str]'); drop them
-        clean = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("str", "float", "int", "list", "dict", "function-after"))))
+        # pydantic inserts union-branch names (e.g. 'str', 'list[str]', 'function-after[...]') into
+        # loc; drop only those that are not keys of the document at that place
+        clean: tuple = ()
+        for p in loc:
+            node = _at(doc.data, clean)
+            if isinstance(p, str) and not (isinstance(node, dict) and p in node) and \
+                    not isinstance(node, list) and _is_branch(p):
+                continue
+            clean = clean + (p,)
         key = ".".join(str(p) for p in clean)
         typ = err["type"]
+        if not clean:
+            out.append(doc.error((), err["msg"], "see docs/configuration.md for the schema"))
+            continue
         if typ == "extra_forbidden":
             parent = clean[:-1]
             allowed = _allowed_keys(parent)
@@ -221,6 +231,19 @@ def _pydantic_errors(doc: YamlDoc, exc: ValidationError) -> list[InputError]:
             seen.add(k)
             uniq.append(e)
     return uniq
+
+
+def _at(data: Any, path: tuple) -> Any:
+    for p in path:
+        try:
+            data = data[p]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _is_branch(part: str) -> bool:
+    return part in ("str", "int", "float", "bool", "list", "dict") or "[" in part
 
 
 def _allowed_keys(parent: tuple) -> list[str]:

@@ -95,6 +95,11 @@ def summary_text(rep: dict[str, Any]) -> str:
         conf = w.get("confidence") or {}
         if conf.get("1.0") is not None:
             lines.append(f"  confidence R_m,sym < 1: {100 * conf['1.0']:.1f} %  (< 0.995: {100 * conf['0.995']:.1f} %)")
+    par = (rep.get("parametric") or {}).get("S")
+    if isinstance(par, dict) and par.get("S") is not None:
+        lines.append(f"  separability S = {par['S']:.4f} ± {par.get('S_err', float('nan')):.4f} (ideal record), "
+                     f"{par.get('S_lockin', float('nan')):.4f} ± {par.get('S_lockin_err', float('nan')):.4f} through the "
+                     f"lock-in filters; entangled: {par.get('entangled')}")
     lk = rep.get("lock") or {}
     if lk.get("rms_error") is not None:
         lines.append(f"  phase lock: {lk['rms_error']:.3g} rad RMS, locked {100 * (lk.get('locked_fraction') or 0):.1f} % "

@@ -49,6 +49,8 @@ LAB_BLOCK_SECONDS = 60.0
 MAX_RETRIES = 3
 BACKOFF_S = (0.05, 0.2, 0.8)
 H5_REWRITE_S = 3.0
+LOCK_CYCLES_PER_BLOCK = 400    #: lock cycles run before each block (20 ms at 20 kHz): its telemetry
+LOCK_ACQUIRE_CYCLES = 40000    #: cycles allowed to (re-)acquire the lock (2 s at 20 kHz)
 
 
 class Interrupted(BaseException):
@@ -99,6 +101,7 @@ class Runner:
         self._last_h5 = 0.0
         self._paused = 0.0
         self._programs_applied: dict[str, dict[str, Any]] = {}
+        self._lock_started = False
         self._critical = 0            #: >0 while committing a block: a signal waits until it is done
         self._pending_signal: str | None = None
 
@@ -148,9 +151,6 @@ class Runner:
             self.trials = [int(t)] * len(self.seq.points)
 
     def _compile(self) -> None:
-        if self.seq.experiment == "parametric":
-            self.compiled = None
-            return
         self.compiled = compile_sequence(self.seq, self.cfg)
 
     def _block_trials(self) -> int:
@@ -270,6 +270,17 @@ class Runner:
             self.with_retry(name, "switching the laser on", lambda laser=laser: laser.set_output(True))
             self.laser_setpoints[name] = wl
 
+    def _attenuators_to_setpoints(self) -> None:
+        """The arm-balance attenuation from the station's calibration (the safe state raised it)."""
+        from . import units
+
+        for name, value in ((self.cfg.model.calibration or {}).get("attenuators") or {}).items():
+            if name not in self.station.instruments:  # type: ignore[union-attr]
+                continue
+            db = units.parse_as(value, "dB", where=f"calibration.attenuators.{name}")
+            voa = self.station[name]  # type: ignore[index]
+            self.with_retry(name, "setting the attenuation", lambda voa=voa, db=db: voa.set_attenuation(db))
+
     def _check_lasers(self, k: int, b: int) -> bool:
         """True when every laser is where it should be; re-sets a laser that hopped."""
         ok = True
@@ -286,17 +297,26 @@ class Runner:
 
     def _start_lock(self) -> None:
         """Close the fiber-stretcher phase lock when the sequence has a lock pulse and the
-        station the lock hardware (supplement, 'Phase stabilization')."""
+        station the lock hardware (supplement, 'Phase stabilization'): calibrate the fringe by
+        sweeping the stretcher, then engage the PID."""
+        from .phaselock import PhaseLock
+
         self.phase_lock = None
-        if not self.seq.lock or not any(p.kind == "aux" for p in self.seq.points[0].pulses):
+        if not any(p.kind == "aux" for p in self.seq.points[0].pulses):
             return
-        try:
-            from .phaselock import lock_from_station
-        except ImportError:
+        chans = self.cfg.model.channels
+        if "lock_detector" not in chans or "phase_actuator" not in chans:
             return
-        self.phase_lock = lock_from_station(self.station, self.cfg, self.seq)
-        if self.phase_lock is not None:
-            self.phase_lock.acquire()
+        if self.opts.sim and getattr(self.station.lab, "twin", None) is None:  # type: ignore[union-attr]
+            self.journal.event("note", message="no digital twin: no interferometer to lock in simulation")  # type: ignore[union-attr]
+            return
+        lock = PhaseLock.from_station(self.station)
+        self.with_retry(chans["phase_actuator"].instrument, "calibrating the fringe", lock.calibrate_fringe)
+        lock.engage()
+        if not lock.wait_locked(LOCK_ACQUIRE_CYCLES):
+            self.fault("lock_lost", "phase lock", "could not lock at the start: stopping in the safe state")
+            raise InstrumentError("phase lock", None, "the interferometer phase lock did not engage")
+        self.phase_lock = lock
 
     # ------------------------------------------------------------------------------------------
     # acquisition
@@ -353,14 +373,14 @@ class Runner:
         recs = np.concatenate(chunks) if chunks else np.zeros(0, np.uint32)
         return recs, counts_to_vector(counts)
 
-    def _latched_detectors(self, vec: list[int], expected: list[float]) -> list[int]:
-        """Detectors whose herald + read clicks collapsed in a block (an SNSPD that latched)."""
+    def _latched_detectors(self, vec: list[int], expected: list[float] | None) -> list[int]:
+        """Detectors whose herald + read clicks collapsed in a block (an SNSPD that latched): far
+        below their rate in earlier blocks, or, in the first block, far below the other detector's
+        (the arms are balanced, so the two detectors click at similar rates)."""
         got = [vec[1] + vec[3], vec[2] + vec[4]]
-        out = []
-        for d in range(2):
-            if expected[d] >= 50 and got[d] < 0.1 * expected[d]:
-                out.append(d)
-        return out
+        if expected is None:
+            expected = [float(got[1]), float(got[0])]
+        return [d for d in range(2) if expected[d] >= 50 and got[d] < 0.1 * expected[d]]
 
     def _recover_detectors(self, dets: list[int], k: int, b: int) -> None:
         ports = {d: self.cfg.model.channels.get(f"detector_{d + 1}_bias") for d in dets}
@@ -376,16 +396,25 @@ class Runner:
                        "block discarded, bias reset (zero and back), block repeated", point=k, block=b)
 
     def _lock_block(self, k: int, b: int) -> dict[str, Any]:
+        """Run the lock for a sample of cycles before a block and return its telemetry; while the
+        lock is lost, acquisition waits (suspender) and the paused time is recorded."""
         if self.phase_lock is None:
             return {}
-        tel = self.phase_lock.run_block(self.seq.period)
-        d = tel.as_dict() if hasattr(tel, "as_dict") else dict(tel)
-        if not d.get("locked", True):
+        lock = self.phase_lock
+        tel = lock.run_cycles(LOCK_CYCLES_PER_BLOCK).to_dict()
+        if not lock.locked:
             t0 = time.monotonic()
-            self.fault("lock_lost", "phase lock", "acquisition paused, lock re-acquired", point=k, block=b)
-            self.phase_lock.acquire()
+            relocked = lock.wait_locked(LOCK_ACQUIRE_CYCLES)
             self._paused += time.monotonic() - t0
-        return d
+            if not relocked:
+                self.fault("lock_lost", "phase lock", "could not re-lock: stopping in the safe state", point=k, block=b)
+                raise InstrumentError("phase lock", None, "the interferometer phase lock was lost and did not return")
+            self.fault("lock_lost", "phase lock", "acquisition paused until the lock returned", point=k, block=b)
+            tel = {**tel, **{kk: v for kk, v in lock.run_cycles(LOCK_CYCLES_PER_BLOCK).to_dict().items()
+                             if kk in ("rms_error", "mean_error")}}
+        tel.pop("events", None)
+        tel["cycles"] = LOCK_CYCLES_PER_BLOCK
+        return tel
 
     # ------------------------------------------------------------------------------------------
     # the run
@@ -394,6 +423,9 @@ class Runner:
         self._load()
         self._compile()
         if not self.opts.resume:
+            if (self.folder / "manifest.json").exists() or (self.folder / "journal.jsonl").exists():
+                raise InputError(f"{self.folder} already holds a run", fix=f"continue it with 'labctl run --resume "
+                                 f"{self.folder}', or give another --out folder")
             est = 64 * 1024 * 1024
             preflight(self.folder, est)
             self._write_manifest()
@@ -423,14 +455,14 @@ class Runner:
                 self.journal.event("safe_state_after_crash", problems=problems)
                 self.say(f"labctl: the previous run in {self.folder} ended without cleaning up; "
                          "instruments were put in their safe state before resuming")
-            if self.plan is not None:
-                self.injector = _install_faults(self.plan, self.station)
             self._write_h5("running", force=True)
             if self.seq.experiment == "parametric":
+                self._install_plan()
                 code = self._run_parametric()
             else:
                 self._lasers_to_setpoints()
-                self._start_lock()
+                self._attenuators_to_setpoints()
+                self._install_plan()  # faults hit the acquisition (times and counts from here)
                 self._run_points()
             status = "complete"
         except Interrupted as e:
@@ -447,6 +479,11 @@ class Runner:
             self.fault(getattr(self.faults[-1], "kind", "fault") if self.faults and self.faults[-1].kind == "unrecoverable" else "fault",
                        getattr(e, "instrument", "run"), "stopped in the safe state", message=str(e))
             self.say(f"labctl: {e}\nlabctl: the run stopped; instruments are in their safe state, data so far kept in {self.folder}")
+        except Exception as e:  # a bug: still safe state and keep the data, then report it
+            status = "failed"
+            self.fault("internal_error", "labctl", "stopped in the safe state; please report this with the run folder",
+                       message=f"{type(e).__name__}: {e}")
+            raise
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
@@ -456,6 +493,10 @@ class Runner:
                 signal.signal(signal.SIGTERM, old_term)
                 lock.release()
         return code
+
+    def _install_plan(self) -> None:
+        if self.plan is not None:
+            self.injector = _install_faults(self.plan, self.station)  # type: ignore[arg-type]
 
     def _run_points(self) -> None:
         from .progress import Progress
@@ -475,6 +516,9 @@ class Runner:
                 done = sum(b.trials for b in blocks)
                 b = len(blocks)
                 self._apply_point(k)
+                if not self._lock_started:  # the lock needs the aux pulse: after the first programs
+                    self._start_lock()
+                    self._lock_started = True
                 expected: list[float] | None = None
                 prog.point(k, pt.parameters)
                 while done < target:
@@ -485,11 +529,10 @@ class Runner:
                     lock_tel = self._lock_block(k, b)
                     recs, vec = self._acquire_block(k, b, n, done)
                     rates = [(vec[1] + vec[3]) / n, (vec[2] + vec[4]) / n]
-                    if expected is not None:
-                        dets = self._latched_detectors(vec, [r * n for r in expected])
-                        if dets:
-                            self._recover_detectors(dets, k, b)
-                            continue  # the block's data are bad: repeat it
+                    dets = self._latched_detectors(vec, None if expected is None else [r * n for r in expected])
+                    if dets:
+                        self._recover_detectors(dets, k, b)
+                        continue  # the block's data are bad: repeat it
                     if not self._check_lasers(k, b):
                         continue  # a mode hop during the block: repeat it
                     expected = rates if expected is None else [0.8 * e + 0.2 * r for e, r in zip(expected, rates)]
@@ -544,8 +587,26 @@ class Runner:
         programs = self.compiled.as_json() if self.compiled is not None else None
         write_run_file(self.folder, self.manifest, self.journal, instruments=getattr(self, "instruments_info", None),  # type: ignore[arg-type]
                        programs=programs, status=status, report=report,
-                       telemetry=_lock_telemetry_arrays(self.lock_blocks))
+                       telemetry=_lock_telemetry_arrays(self.lock_blocks),
+                       arrays=getattr(self, "parametric_arrays", None))
         self._last_h5 = time.monotonic()
+
+    def _faults_for_report(self) -> list[dict[str, Any]]:
+        """Faults the run met and handled, plus every injected fault (``--faults``) that never
+        surfaced as an error, with what absorbed it."""
+        out = [f.as_dict() for f in self.faults]
+        handled = {(f.instrument.split(" ")[0], f.kind) for f in self.faults}
+        absorbed = {"latency": "slower replies, every command still answered in time: no action needed",
+                    "phase_disturbance": "absorbed by the phase lock (see lock telemetry)",
+                    "mode_hop": "the wavelength check saw no deviation"}
+        for ev in getattr(self.injector, "events", []) or []:
+            inst, kind = str(ev.get("instrument", "")), str(ev.get("kind", ""))
+            if (inst, kind) in handled or any(h[0] == inst for h in handled):
+                continue
+            out.append({"kind": kind, "instrument": inst, "injected": True, "t": ev.get("time"),
+                        "message": str(ev.get("details", "")),
+                        "handling": absorbed.get(kind, "injected; the run saw no error from it")})
+        return out
 
     def _finish(self, status: str) -> None:
         if self.injector is not None:
@@ -565,7 +626,7 @@ class Runner:
         points = self._points_data()
         files = {"run_file": str(self.folder / "run.h5"), "report": str(self.folder / "report.json"), "plots": []}
         rep = build_report(sequence=self.seq.name, experiment=self.seq.experiment, points=points,
-                           lock=lock_summary(self.lock_blocks), faults=[f.as_dict() for f in self.faults],
+                           lock=lock_summary(self.lock_blocks), faults=self._faults_for_report(),
                            files=files, status=status, extra=getattr(self, "report_extra", None))
         if self.opts.plots:
             try:
@@ -627,9 +688,10 @@ def _load_fault_plan(path: str | None, text: str | None) -> Any:
 
 
 def _install_faults(plan: Any, station: Station) -> Any:
-    from .faults import FaultInjector
+    """In-process injector for --sim, the emulator's control port for an emulated station."""
+    from .faults import injector_for
 
-    inj = FaultInjector(plan, station.lab if station.lab is not None else station)
+    inj = injector_for(plan, station)
     inj.install()
     return inj
 

@@ -203,8 +203,8 @@ class Journal:
     def point_done(self, point: int) -> None:
         self._append({"type": "point_done", "point": point, "t": time.time()})
 
-    def event(self, kind: str, **data: Any) -> None:
-        self._append({"type": kind, "t": time.time(), **data})
+    def event(self, event_type: str, **data: Any) -> None:
+        self._append({**data, "type": event_type, "t": time.time()})
 
     def set_status(self, status: str, **data: Any) -> None:
         self._append({"type": "status", "status": status, "t": time.time(), **data})
@@ -250,7 +250,7 @@ def dumps(o: Any) -> str:
 def write_run_file(folder: Path, manifest: dict[str, Any], journal: Journal, *,
                    instruments: dict[str, Any] | None = None, programs: Any = None,
                    status: str = "running", report: dict[str, Any] | None = None,
-                   telemetry: dict[str, Any] | None = None) -> Path:
+                   telemetry: dict[str, Any] | None = None, arrays: dict[str, Any] | None = None) -> Path:
     """(Re)write ``folder/run.h5`` from the manifest and the journal, atomically."""
     import h5py
 
@@ -310,6 +310,11 @@ def write_run_file(folder: Path, manifest: dict[str, Any], journal: Journal, *,
             tg = f.create_group("telemetry")
             for name, arr in telemetry.items():
                 tg.create_dataset(name, data=np.asarray(arr))
+        if arrays:
+            ag = f.create_group("data")
+            for name, arr in arrays.items():
+                a = np.asarray(arr)
+                ag.create_dataset(name, data=a, compression="gzip" if a.size > 1024 else None)
         if report is not None:
             f.create_dataset("report", data=dumps(report), dtype=str_dt)
     os.replace(tmp, path)

@@ -18,6 +18,7 @@ from .errors import InputError
 
 MAX_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
+MAX_NODES = 200_000  #: values converted per document (aliases count each time: no alias bombs)
 
 Path_ = tuple  # a key path: ("instruments", "afg", "resource") or ("pulses", 0, "start")
 
@@ -53,7 +54,13 @@ class _Constructor(SafeConstructor):
     pass
 
 
-def _convert(node: Node, path: tuple, lines: dict, cons: _Constructor, file: str, depth: int) -> Any:
+def _convert(node: Node, path: tuple, lines: dict, cons: _Constructor, file: str, depth: int,
+             budget: list[int] | None = None) -> Any:
+    if budget is not None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise InputError(f"more than {MAX_NODES} values (or aliases expanding to them)", file=file,
+                             line=node.start_mark.line + 1, fix="a config or sequence file is small; remove the aliases")
     if depth > MAX_DEPTH:
         raise InputError(f"YAML nesting deeper than {MAX_DEPTH} levels", file=file,
                          line=node.start_mark.line + 1, fix="flatten the document")
@@ -64,7 +71,7 @@ def _convert(node: Node, path: tuple, lines: dict, cons: _Constructor, file: str
     if isinstance(node, ScalarNode):
         return cons.construct_object(node, deep=True)
     if isinstance(node, SequenceNode):
-        return [_convert(n, path + (i,), lines, cons, file, depth + 1) for i, n in enumerate(node.value)]
+        return [_convert(n, path + (i,), lines, cons, file, depth + 1, budget) for i, n in enumerate(node.value)]
     if isinstance(node, MappingNode):
         cons.flatten_mapping(node)
         out: dict = {}
@@ -77,7 +84,7 @@ def _convert(node: Node, path: tuple, lines: dict, cons: _Constructor, file: str
                 raise InputError(f"duplicate key {key!r}", file=file, line=knode.start_mark.line + 1,
                                  fix=f"keep one {key!r} entry (the first is on line {lines[path + (key,)]})")
             lines[path + (key,)] = knode.start_mark.line + 1
-            out[key] = _convert(vnode, path + (key,), lines, cons, file, depth + 1)
+            out[key] = _convert(vnode, path + (key,), lines, cons, file, depth + 1, budget)
             lines[path + (key,)] = knode.start_mark.line + 1
         return out
     raise InputError(f"unsupported YAML node {type(node).__name__}", file=file,
@@ -91,6 +98,8 @@ def loads_yaml(text: str, file: str = "<string>") -> YamlDoc:
                          fix="a config or sequence file is a few kB; check the path")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise InputError("YAML too deeply nested", file=file, fix="flatten the document") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -106,7 +115,7 @@ def loads_yaml(text: str, file: str = "<string>") -> YamlDoc:
         return YamlDoc(None, file, lines, text)
     cons = _Constructor()
     try:
-        data = _convert(node, (), lines, cons, file, 0)
+        data = _convert(node, (), lines, cons, file, 0, [MAX_NODES])
     except yaml.constructor.ConstructorError as e:
         mark = e.problem_mark
         raise InputError(f"YAML value not allowed: {e.problem}", file=file,
@@ -114,6 +123,9 @@ def loads_yaml(text: str, file: str = "<string>") -> YamlDoc:
                          fix="only plain YAML (mappings, lists, strings, numbers) is accepted") from None
     except RecursionError:
         raise InputError("YAML too deeply nested", file=file, fix="flatten the document") from None
+    except (ValueError, OverflowError) as e:  # e.g. an integer with more digits than Python converts
+        raise InputError(f"YAML value cannot be read: {e}", file=file,
+                         fix="check the numbers in the file") from None
     return YamlDoc(data, file, lines, text)
 
 

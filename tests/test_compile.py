@@ -55,9 +55,8 @@ def test_serrodyne_segments_exact_and_signed():
     assert g["pump"]["ramp_end"] <= g["read"]["pulse_start"]
     assert g["read"]["ramp_start"] <= 1.123e-6 and g["read"]["ramp_end"] >= 1.163e-6
     # dphi rides on the read ramp only; the pump ramp starts at phase 0
-    by_purpose = {s.get("purpose"): s for s in awg["segments"]}
-    assert by_purpose["read"]["phase"] == pytest.approx(0.2 * math.pi)
-    assert by_purpose["pump"]["phase"] == 0.0
+    for g in awg["gates"]:
+        assert g["phase_at_pulse"] == pytest.approx(0.2 * math.pi if g["pulse"] == "read" else 0.0)
     # 2 Vpi at the EOM through the amplifier
     assert awg["eom_drive_vpp"] == pytest.approx(2 * 3.5)
     assert awg["amplitude"] == pytest.approx(7.0 / 10 ** (13 / 20), rel=1e-6)
@@ -78,23 +77,29 @@ def test_sequence_table_timing_matches_the_pulses():
         assert ramps == pytest.approx([g["ramp_start"] for g in awg["gates"]], abs=1e-12)
 
 
-def test_uploaded_read_ramp_carries_dphi():
-    """Apply the compiled program to the simulated AWG and read back the uploaded samples: the
-    read segment is the pump-sign-flipped ramp advanced by dphi."""
+def test_uploaded_ramps_give_their_pulses_the_right_phase():
+    """Apply the compiled program to the simulated AWG and read back the uploaded samples: at the
+    start of the read pulse the EOM phase is dphi, at the start of the pump pulse 0 (the ramps
+    are referenced to their pulses, whatever the 32-sample grid of the sequence table)."""
     seq = load_sequence(REPO / "sequences/dlcz_witness.yaml")
     comp = compile_sequence(seq, CFG, check=False)
     prog = comp.points[0]["awg"]
+    gates = {g["pulse"]: g for g in prog["gates"]}
     with Station(CFG, sim=True).connect(["awg"]) as st:
         apply_program(st["awg"], prog)
         model = st.lab.models["awg"]
-        seg = {s["purpose"]: s for s in prog["segments"]}
-        read = model.segment_volts(1, seg["read"]["segment"])
-    amp = prog["amplitude"]
-    phase = 2 * np.pi * (read / amp + 0.5)           # EOM phase (mod 2 pi) of each sample
-    n, p = seg["read"]["segment_length"], seg["read"]["periods_per_segment"]
-    ideal = 2 * np.pi * ((np.arange(n) * p) % n) / n  # a rising ramp starting at phase 0
-    diff = np.angle(np.exp(1j * (phase - ideal)))
-    assert np.median(diff) == pytest.approx(0.2 * np.pi, abs=2 * np.pi / 4096 * 3)
+        segs = {s["purpose"]: s for s in prog["segments"]}
+        for name, want in (("read", 0.2 * np.pi), ("pump", 0.0)):
+            v = model.segment_volts(1, segs[name]["segment"])
+            phase = 2 * np.pi * (v / prog["amplitude"] + 0.5)   # EOM phase (mod 2 pi) of each sample
+            k0 = (gates[name]["pulse_start"] - gates[name]["ramp_start"]) * prog["sample_rate"]
+            k = int(np.floor(k0))
+            f = segs[name]["shift_frequency"]
+            # phase at the pulse start from the neighbouring sample, advanced by the ramp's slope
+            at_start = phase[k] + 2 * np.pi * f * (k0 - k) / prog["sample_rate"]
+            assert abs(np.angle(np.exp(1j * (at_start - want)))) < 2 * np.pi / 4096 * 4 + 2 * np.pi * abs(f) / prog["sample_rate"]
+        ch = model.channel(1)
+        assert ch["continuous"] is False and str(ch["trigger_source"]).upper().startswith("EXT")
 
 
 def test_compilation_is_deterministic(capsys):

@@ -160,8 +160,11 @@ def test_sweep_point_is_named_in_errors(tmp_path):
 
 
 def test_role_must_be_in_station(tmp_path, capsys):
-    p = _broken(tmp_path, lambda s: s["pulses"][0].update(channel="lockin"), "role")
-    rc = main(["validate", str(p), "--config", str(REPO / "configs/lab.yaml")])
+    station = yaml.safe_load((REPO / "configs/lab.yaml").read_text())
+    del station["channels"]["filter_2"]
+    (tmp_path / "station.yaml").write_text(yaml.safe_dump(station))
+    p = _broken(tmp_path, lambda s: s["pulses"][0].update(channel="filter_2"), "role")
+    rc = main(["validate", str(p), "--config", str(tmp_path / "station.yaml")])
     assert rc == 2 and "not mapped in the station" in capsys.readouterr().err
 
 

@@ -256,3 +256,145 @@ def test_summary_numba_numpy_and_decode_agree(fmt: R.RecordFormat) -> None:
     ph = d.kind == PHOTON
     assert sums[0][3:5] == (int(d.time[ph].min()), int(d.time[ph].max()))
     assert sums[0][1] == np.bincount(d.kind, minlength=5).tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# decode paths: block kernels (fast path and record-by-record blocks), events only, parallel,
+# numpy, chunked, reused output buffers -- all identical to the reference
+# --------------------------------------------------------------------------------------------
+
+def _mixed_records(fmt: R.RecordFormat, rng: np.random.Generator, n: int, p_ofl: float,
+                   p_multi: float) -> np.ndarray:
+    """Random words, a fraction p_ofl of them single-wrap overflow records (count field 0 or 1,
+    the block kernels' fast path) and p_multi overflow records carrying several wraps."""
+    recs = rng.integers(0, 2 ** 32, n, dtype=np.uint64).astype(np.uint32)
+    u = rng.random(n)
+    one = u < p_ofl
+    multi = (u >= p_ofl) & (u < p_ofl + p_multi)
+    if fmt.layout == "HT":
+        recs[one] = 0xFE000000 | rng.integers(0, 2, int(one.sum())).astype(np.uint32)
+        top = 1024 if fmt.is_t3 else 1 << 25
+        recs[multi] = 0xFE000000 | rng.integers(2, top, int(multi.sum())).astype(np.uint32)
+    elif fmt.is_t3:
+        recs[one | multi] = 0xF0000000 | (recs[one | multi] & 0xFFFF)      # dtime 0
+    else:
+        recs[one | multi] = 0xF0000000 | (recs[one | multi] & 0x0FFFFFF0)  # marker bits 0
+    return recs
+
+
+class _parallel_from:
+    """Let the parallel decoder split chunks of any size (restored on exit)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self) -> None:
+        self.old = R.PARALLEL_MIN
+        R.PARALLEL_MIN = self.n
+
+    def __exit__(self, *exc: object) -> None:
+        R.PARALLEL_MIN = self.old
+
+
+def _events_of(d: R.DecodedRecords) -> list[tuple[int, int, int, int]]:
+    return [t for t in as_tuples(d) if t[0] != OVERFLOW]
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
+def test_all_decode_paths_match_reference(fmt: R.RecordFormat) -> None:
+    rng = np.random.default_rng(fmt.code + 11)
+    recs = _mixed_records(fmt, rng, 5000 + 37, 0.85, 0.002)
+    base = 7 * fmt.wrap
+    ref = [(k, c, _i64(t + base), d) for k, c, t, d in ref_decode(fmt, recs)]
+    ref_ev = [t for t in ref if t[0] != OVERFLOW]
+    final = [t[2] for t in ref if t[0] == OVERFLOW][-1]
+    with _parallel_from(1):
+        for use_numba in (True, False):
+            for threads in (1, 2, 3, 8):
+                d, b = decode_chunk(fmt, recs, base, use_numba, threads=threads)
+                assert as_tuples(d) == ref and b == final, (use_numba, threads)
+                e, b = decode_chunk(fmt, recs, base, use_numba, overflows=False, threads=threads)
+                assert as_tuples(e) == ref_ev and b == final, (use_numba, threads)
+                assert e.kind.dtype == np.uint8 and e.channel.dtype == np.int8
+                assert e.time.dtype == np.int64 and e.dtime.dtype == np.uint16
+                # cut to size in place: no view into a larger allocation is handed out
+                assert all(getattr(x, a).base is None for x in (d, e)
+                           for a in ("kind", "channel", "time", "dtime"))
+
+
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 127, 128, 129, 1000])
+@pytest.mark.parametrize("use_numba", [True, False], ids=["numba", "numpy"])
+def test_block_boundaries_and_all_overflow_input(n: int, use_numba: bool) -> None:
+    fmt = record_format("TimeHarp260N_T3")
+    rng = np.random.default_rng(n)
+    for recs in (np.full(n, 0xFE000001, np.uint32), np.full(n, 0xFE000000, np.uint32),
+                 np.full(n, 0xFE000003, np.uint32), _mixed_records(fmt, rng, n, 0.9, 0.0),
+                 rng.integers(0, 2 ** 31, n, dtype=np.int64).astype(np.uint32)):
+        ref = ref_decode(fmt, recs)
+        with _parallel_from(1):
+            for threads in (1, 2):
+                d, b = decode_chunk(fmt, recs, 0, use_numba, threads=threads)
+                assert as_tuples(d) == ref
+                e, b2 = decode_chunk(fmt, recs, 0, use_numba, overflows=False, threads=threads)
+                assert as_tuples(e) == [t for t in ref if t[0] != OVERFLOW] and b2 == b
+                s = R.Summary(fmt, use_numba)
+                s.feed(recs)
+                assert s.base == b and s.kinds.tolist() == np.bincount(d.kind, minlength=5).tolist()
+
+
+def test_out_buffer_is_reused_and_checked() -> None:
+    fmt = record_format("Generic_T3")
+    rng = np.random.default_rng(5)
+    recs = _mixed_records(fmt, rng, 3000, 0.8, 0.01)
+    whole = decode(fmt, recs)
+    buf = R.DecodedRecords.empty(fmt, 1000)
+    for overflows in (True, False):
+        for use_numba in (True, False):
+            base = 0
+            parts = []
+            for i in range(0, recs.size, 1000):
+                d, base = decode_chunk(fmt, recs[i:i + 1000], base, use_numba, overflows=overflows,
+                                       out=buf)
+                assert all(np.shares_memory(x, y) for x, y in zip(R._arrays(d), R._arrays(buf)))
+                parts.append(as_tuples(d))
+            want = as_tuples(whole) if overflows else _events_of(whole)
+            assert [t for p in parts for t in p] == want
+    with pytest.raises(ValueError, match="out holds"):
+        decode_chunk(fmt, recs, out=buf)
+
+
+@st.composite
+def mixed_chunks(draw: st.DrawFn) -> tuple[R.RecordFormat, np.ndarray, list[int]]:
+    fmt = draw(st.sampled_from(FORMATS))
+    n = draw(st.integers(0, 700))
+    p_ofl = draw(st.sampled_from([0.0, 0.5, 0.9, 0.99, 1.0]))
+    p_multi = draw(st.sampled_from([0.0, 0.0, 0.01, 0.2]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    recs = _mixed_records(fmt, rng, n, p_ofl, min(p_multi, 1 - p_ofl))
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=5)))
+    return fmt, recs, cuts
+
+
+@SETTINGS
+@given(case=mixed_chunks(), threads=st.sampled_from([1, 2, 3]), overflows=st.booleans(),
+       use_numba=st.booleans())
+def test_parallel_serial_numpy_and_chunked_agree(case: tuple, threads: int, overflows: bool,
+                                                 use_numba: bool) -> None:
+    fmt, recs, cuts = case
+    ref = ref_decode(fmt, recs)
+    want = ref if overflows else [t for t in ref if t[0] != OVERFLOW]
+    with _parallel_from(1):
+        whole = decode(fmt, recs, use_numba=use_numba, overflows=overflows, threads=threads)
+        assert as_tuples(whole) == want
+        sd = StreamDecoder(fmt, use_numba=use_numba, overflows=overflows, threads=threads)
+        parts = [sd.feed(recs[a:b]) for a, b in zip([0] + cuts, cuts + [recs.size])]
+        sd.close()
+    assert as_tuples(R.DecodedRecords.concat(parts, fmt)) == want
+    assert sd.records == recs.size
+    ofl = [t[2] for t in ref if t[0] == OVERFLOW]
+    assert sd.base == (ofl[-1] if ofl else 0)
+    s = R.Summary(fmt, use_numba)
+    for a, b in zip([0] + cuts, cuts + [recs.size]):
+        s.feed(recs[a:b])
+    assert s.base == sd.base
+    assert s.kinds.tolist() == [sum(1 for t in ref if t[0] == k) for k in range(5)]

@@ -48,6 +48,9 @@ def register(subparsers) -> None:
         "parametric", help="theory of steady-state parametric entanglement (S, threshold, figure 2)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="parametric_command", metavar="SUBCOMMAND")
+    from ._parametric_sim import add_simulate_parser
+
+    add_simulate_parser(sub)  # labctl parametric simulate: simulate records, estimate, compare with theory
 
     t = sub.add_parser("theory", help="separability S, V_α±, α and threshold for one parameter set",
                        description="Steady-state conditional covariance (Riccati Eq. 12, solved "

@@ -107,10 +107,21 @@ class TimeTagger(Device, Protocol):
         """True once the measurement has finished and every record was read out."""
 
 
+@runtime_checkable
+class LockIn(Device, Protocol):
+    """Lock-in amplifier recording demodulated quadratures (the parametric experiment)."""
+
+    def configure_reference(self, frequency_hz: float, phase_deg: float = 0.0, source: str = "internal") -> None: ...
+    def configure_filter(self, time_constant_s: float, slope_db: int) -> None: ...
+    def acquire_xy(self, n_samples: int, rate_hz: float, **kw: Any) -> np.ndarray:
+        """(n_samples, 2) array of X, Y in volts."""
+
+
 ROLES: dict[str, type] = {
     "laser": Laser, "pulse_generator": PulseGenerator, "waveform_generator": WaveformGenerator,
     "attenuator": Attenuator, "analog_out": AnalogOut, "analog_in": AnalogIn,
     "piezo_driver": PiezoDriver, "detector_bias": DetectorBias, "time_tagger": TimeTagger,
+    "lockin": LockIn,
 }
 
 

@@ -53,6 +53,15 @@ def _apply_pulse_generator(inst: Any, prog: dict[str, Any]) -> None:
 
 def _apply_waveform_generator(inst: Any, prog: dict[str, Any]) -> None:
     out = int(prog.get("output") or 1)
+    if prog.get("mode") == "continuous_sine":
+        seg = prog["segments"][0]
+        n, p = int(seg["segment_length"]), int(seg["periods_per_segment"])
+        wave = prog["offset"] + 0.5 * prog["amplitude"] * np.sin(2 * np.pi * p * np.arange(n) / n)
+        inst.set_sample_rate(prog["sample_rate"], output=out)
+        inst.upload_segment(int(seg["segment"]), wave, amplitude_vpp=prog["amplitude"], offset_v=prog["offset"],
+                            output=out)
+        inst.channel(out).mode = "user"
+        return
     rate = prog["sample_rate"]
     amp, off = prog["amplitude"], prog["offset"]
     inst.set_sample_rate(rate, output=out) if _takes_output(inst.set_sample_rate) else inst.set_sample_rate(rate)
@@ -68,6 +77,10 @@ def _apply_waveform_generator(inst: Any, prog: dict[str, Any]) -> None:
         inst.upload_segment(int(seg["segment"]), wave, amplitude_vpp=amp, offset_v=off, output=out)
     inst.define_sequence([{"segment": s["segment"], "loops": s["loops"]} for s in prog["sequence"]],
                          output=out)
+    # one pass of the table per trigger from the pulse generator, in step with the pulses
+    ch = inst.channel(out)
+    ch.continuous = False
+    ch.trigger_source = "external"
 
 
 def _takes_output(fn: Any) -> bool:

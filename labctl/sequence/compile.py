@@ -187,14 +187,15 @@ def _serrodyne_program(seq: Sequence, cfg: StationConfig, pt: Point, inst: str, 
         raise _err(seq, ("pulses", _pulse_index(seq, gates[1][0].name), "start"),
                    "serrodyne pulses are too close for the AWG's 320-point minimum segment",
                    f"keep shifted pulses at least {units.format_quantity(320 / AWG_MAX_RATE, 's')} apart")
-    # one segment per (shift, phase): the phase offset dphi rides on the read ramps only
-    # (theta_r = phi0 + dphi, main text), as a shift of the sawtooth's start phase, because the
-    # AC-coupled amplifier (0.5-1000 MHz) does not pass a DC bias
-    def phase_of(p: Pulse) -> float:
+    # The optical phase each ramp gives its pulse is referenced to the pulse's start: the EOM phase
+    # there is dphi for read pulses (theta_r = phi0 + dphi, main text) and 0 for pump pulses, so
+    # the heralded state's phase evolves as Delta Omega_m tau between them (a fringe every 22 ns,
+    # Fig. 4) and dphi sets the read phase (Fig. 3). The offset is a shift of the sawtooth's start
+    # phase: the AC-coupled amplifier (0.5-1000 MHz) passes no DC bias.
+    def phase_at_pulse(p: Pulse) -> float:
         return float(pt.phase_offset) if p.kind == "read" else 0.0
 
-    keys = sorted({(f, phase_of(p)) for p, f in gates}) + [(0.0, 0.0)]
-    shifts = sorted({k[0] for k in keys})
+    shifts = sorted({f for _, f in gates} | {0.0})
     try:
         plans = srd.plan_segments(shifts, max_length=max_len)
     except InputError as e:
@@ -213,51 +214,55 @@ def _serrodyne_program(seq: Sequence, cfg: StationConfig, pt: Point, inst: str, 
         raise _err(seq, ("serrodyne",), e.what, e.fix or "") from None
     amp = drive.awg_vpp
     offset = 0.0
-    segments = []
-    seg_no: dict[tuple[float, float], int] = {}
-    for key in keys:
-        f, ph = key
-        seg_no[key] = len(segments) + 1
-        entry = srd.segment_entry(by_shift[f], amplitude_vpp=amp, offset_v=offset)
-        entry.update(segment=seg_no[key], phase=ph,
-                     purpose=("dc" if f == 0 else "+".join(g[0].name for g in gates
-                                                           if g[1] == f and phase_of(g[0]) == ph)))
-        segments.append(entry)
     # sequence table: DC fillers (multiples of 32 points, >= 320) and ramps covering their pulses
-    steps, t, placed = [], 0.0, []
+    steps: list[dict[str, Any]] = []
+    placed: list[dict[str, Any]] = []
+    t = 0.0
     q = 32 / rate
     for p, f in gates:
-        pl = by_shift[f]
-        d = pl.segment_length / rate
+        d = by_shift[f].segment_length / rate
         gap = p.start - t
         if gap >= 320 / rate:
             n = int(math.floor(gap / q + 1e-9)) * 32
-            steps.append({"segment": seg_no[(0.0, 0.0)], "length": n, "loops": 1, "purpose": "idle"})
-            # a filler uses its own segment length: record it as a DC segment of that length
+            steps.append({"length": n, "loops": 1, "purpose": "idle"})
             t += n / rate
-        s = t
-        loops = max(1, int(math.ceil((p.end - s) / d - 1e-9)))
-        steps.append({"segment": seg_no[(f, phase_of(p))], "loops": loops, "purpose": p.name})
-        t = s + loops * d
-        placed.append({"pulse": p.name, "shift_frequency": f, "ramp_start": s, "ramp_end": t,
-                       "pulse_start": p.start, "pulse_end": p.end})
-    for a, b in zip(placed, placed[1:]):
-        if a["ramp_end"] > b["pulse_start"] + 1e-15:
-            raise _err(seq, ("pulses", _pulse_index(seq, b["pulse"]), "start"),
-                       f"the serrodyne ramp for '{a['pulse']}' runs until {units.format_quantity(a['ramp_end'], 's')}, "
-                       f"after '{b['pulse']}' starts", "put the shifted pulses further apart")
-    # DC fillers of other lengths become their own segments
-    dc_lengths = sorted({s["length"] for s in steps if "length" in s})
-    for n in dc_lengths:
-        if n == by_shift[0.0].segment_length:
-            continue
-        segments.append({"segment": len(segments) + 1, "purpose": "idle", "sample_rate": rate,
-                         "segment_length": n, "shift_frequency": 0.0, "periods_per_segment": 0,
-                         "offset": offset, "amplitude": amp, "phase": 0.0})
-    length_to_seg = {s["segment_length"]: s["segment"] for s in segments if s["shift_frequency"] == 0.0}
-    for s in steps:
-        if "length" in s:
-            s["segment"] = length_to_seg[s.pop("length")]
+        s0 = t
+        loops = max(1, int(math.ceil((p.end - s0) / d - 1e-9)))
+        ph = (phase_at_pulse(p) - 2 * math.pi * f * (p.start - s0)) % (2 * math.pi)
+        steps.append({"key": (f, round(ph, 12)), "loops": loops, "purpose": p.name})
+        t = s0 + loops * d
+        placed.append({"pulse": p.name, "shift_frequency": f, "ramp_start": s0, "ramp_end": t,
+                       "pulse_start": p.start, "pulse_end": p.end, "phase_at_pulse": phase_at_pulse(p)})
+    for g1, g2 in zip(placed, placed[1:]):
+        if g1["ramp_end"] > g2["pulse_start"] + 1e-15:
+            raise _err(seq, ("pulses", _pulse_index(seq, g2["pulse"]), "start"),
+                       f"the serrodyne ramp for '{g1['pulse']}' runs until {units.format_quantity(g1['ramp_end'], 's')}, "
+                       f"after '{g2['pulse']}' starts", "put the shifted pulses further apart")
+    segments: list[dict[str, Any]] = []
+    seg_of: dict[Any, int] = {}
+
+    def add_segment(key: Any, plan: srd.SegmentPlan, length: int | None, phase: float, purpose: str) -> int:
+        if key in seg_of:
+            seg = segments[seg_of[key] - 1]
+            if purpose not in seg["purpose"].split("+"):
+                seg["purpose"] += "+" + purpose
+            return seg_of[key]
+        entry = srd.segment_entry(plan, amplitude_vpp=amp, offset_v=offset)
+        if length is not None:
+            entry["segment_length"] = length
+        entry.update(segment=len(segments) + 1, phase=phase, purpose=purpose)
+        segments.append(entry)
+        seg_of[key] = entry["segment"]
+        return entry["segment"]
+
+    add_segment(("dc", by_shift[0.0].segment_length), by_shift[0.0], None, 0.0, "dc")
+    for st in steps:
+        if "key" in st:
+            f, ph = st.pop("key")
+            st["segment"] = add_segment((f, ph), by_shift[f], None, ph, st["purpose"])
+        else:
+            n = st.pop("length")
+            st["segment"] = add_segment(("dc", n), by_shift[0.0], n, 0.0, "idle")
     spec = srd.optical_spectrum(by_shift[gates[0][1]], srd.sawtooth(by_shift[gates[0][1]], amplitude_vpp=amp,
                                                                      offset_v=0.0), v_pi=v_pi, gain_db=gain)
     return {"role": "waveform_generator", "driver": cfg.instruments[inst].config.driver, "output": output,
@@ -315,11 +320,47 @@ def compile_point(seq: Sequence, cfg: StationConfig, pt: Point) -> dict[str, dic
     return progs
 
 
+def _parametric_point(seq: Sequence, cfg: StationConfig, pt: Point) -> dict[str, dict[str, Any]]:
+    """The continuous parametric drive (Szorkovszky et al.: modulation at 2ω_d) on the channel's
+    waveform generator: a sine segment holding a whole number of periods, played continuously."""
+    from ..physics.estimation import parametric_settings
+
+    try:
+        ps = parametric_settings(seq)
+    except (ValueError, KeyError, TypeError) as e:
+        raise _err(seq, ("parametric",), f"parametric settings: {e}", "see docs/parametric-experiment.md") from None
+    progs: dict[str, dict[str, Any]] = {}
+    for p in pt.pulses:
+        ch = cfg.channel(p.channel)
+        if "waveform_generator" not in cfg.instruments[ch.instrument].config.roles():
+            raise _err(seq, ("pulses", _pulse_index(seq, p.name), "channel"),
+                       f"the parametric drive '{p.channel}' maps to '{ch.instrument}', not a waveform generator",
+                       "map it to the AWG in the station")
+        f = ps.drive_frequency
+        if not f:
+            raise _err(seq, ("parametric",), "the parametric drive needs mechanical_frequency and delta",
+                       "add parametric.mechanical_frequency")
+        plan = srd.plan_segment(f)
+        amp = 2 * (p.amplitude if p.amplitude is not None else 0.1)
+        progs[ch.instrument] = {"role": "waveform_generator", "driver": cfg.instruments[ch.instrument].config.driver,
+                                "output": ch.output or 1, "mode": "continuous_sine", "frequency": plan.realised_shift,
+                                "sample_rate": plan.sample_rate, "amplitude": amp, "offset": 0.0,
+                                "segments": [{**srd.segment_entry(plan, amplitude_vpp=amp, offset_v=0.0),
+                                              "segment": 1, "purpose": p.name, "waveform": "sine"}]}
+    return progs
+
+
 def compile_sequence(seq: Sequence, cfg: StationConfig, *, check: bool = True) -> CompiledSequence:
     """Programs for every sweep point; with ``check`` also applied to simulated instruments."""
     from .validate import check_against_station
 
     check_against_station(seq, cfg)
+    if seq.experiment == "parametric":
+        points = [_parametric_point(seq, cfg, pt) for pt in seq.points]
+        compiled = CompiledSequence(seq, points)
+        if check:
+            check_on_simulators(compiled, cfg)
+        return compiled
     points = [compile_point(seq, cfg, pt) for pt in seq.points]
     compiled = CompiledSequence(seq, points)
     if check:

@@ -122,10 +122,12 @@ class _Collector:
     def __init__(self, doc: YamlDoc) -> None:
         self.doc = doc
         self.errors: list[InputError] = []
+        self._seen: set[tuple] = set()
 
     def add(self, path: tuple, what: str, fix: str | None = None) -> None:
         e = self.doc.error(path, what, fix)
-        if not any(x.line == e.line and x.what == e.what for x in self.errors):
+        if (e.line, e.what) not in self._seen:
+            self._seen.add((e.line, e.what))
             self.errors.append(e)
 
     def add_exc(self, path: tuple, exc: InputError) -> None:

@@ -6,6 +6,11 @@ gives identical results. Which one runs is decided per call:
 - ``use_numba=True`` / ``False`` passed to the public function wins;
 - otherwise the environment variable ``LABCTL_NO_NUMBA=1`` selects numpy;
 - otherwise numba is used when it can be imported.
+
+Kernels are compiled with ``cache=True`` (the machine code is stored next to the module, or in
+numba's user cache directory when that is read-only), so only the first call after an install
+or an edit pays the compile time, and with ``nogil=True``, so the decoders can run them on
+several threads (see :func:`decode_threads`).
 """
 from __future__ import annotations
 
@@ -21,10 +26,18 @@ except Exception:  # pragma: no cover - exercised only where numba is missing
     HAVE_NUMBA = False
 
 
-def njit(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``numba.njit(cache=True, nogil=True)`` when numba is present, else the plain function."""
+def njit(func: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
+    """``numba.njit(cache=True, nogil=True)`` when numba is present, else the plain function.
+
+    ``@njit(inline=True)``: numba inlines the function into its callers at the IR level
+    (``inline="always"``), so a helper called in a hot loop costs no call and, for array
+    arguments, no reference counting."""
+    if func is None:
+        return lambda f: njit(f, inline=inline)
     if _numba_njit is None:  # pragma: no cover
         return func
+    if inline:
+        return _numba_njit(cache=True, nogil=True, inline="always")(func)
     return _numba_njit(cache=True, nogil=True)(func)
 
 
@@ -35,3 +48,55 @@ def want_numba(use_numba: bool | None = None) -> bool:
     if os.environ.get("LABCTL_NO_NUMBA", "").strip() not in ("", "0", "false", "no"):
         return False
     return HAVE_NUMBA
+
+
+def decode_threads(threads: int | None = None) -> int:
+    """Threads for the block-parallel decoders: ``threads`` if given (at least 1), else the
+    environment variable ``LABCTL_THREADS``, else the CPUs this process may run on (at most 8)."""
+    if threads is not None:
+        return max(1, int(threads))
+    env = os.environ.get("LABCTL_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            pass
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
+# bit intrinsics for the kernels (LLVM ctpop / cttz: one instruction each on x86-64)
+if HAVE_NUMBA:
+    from llvmlite import ir as _ir
+    from numba import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
+    @_intrinsic
+    def popcount(typingctx: Any, x: Any) -> Any:  # pragma: no cover - jit
+        """Number of set bits of an integer (jitted code only)."""
+        if not isinstance(x, _types.Integer):
+            return None
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            return builder.ctpop(args[0])
+        return x(x), codegen
+
+    @_intrinsic
+    def ctz(typingctx: Any, x: Any) -> Any:  # pragma: no cover - jit
+        """Trailing zero bits of a non-zero integer (jitted code only)."""
+        if not isinstance(x, _types.Integer):
+            return None
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            return builder.cttz(args[0], _ir.Constant(_ir.IntType(1), 1))
+        return x(x), codegen
+else:  # pragma: no cover - the kernels are plain (never called) functions then
+    def popcount(x: int) -> int:
+        return bin(int(x)).count("1")
+
+    def ctz(x: int) -> int:
+        x = int(x)
+        return (x & -x).bit_length() - 1

@@ -36,16 +36,23 @@ Decoded output (one entry per record, see :class:`DecodedRecords`)
 
 PicoHarp T2 markers keep the marker bits in the low 4 time bits, so their time is coarse by up to
 15 units (as the vendor documents).
+
+``overflows=False`` (``decode``, ``decode_chunk``, ``StreamDecoder``) leaves the overflow records
+out of the output, as tttrlib and phconvert do; ``threads`` decodes in parallel; neither changes a
+value. See ``docs/timetags.md``.
 """
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from ..errors import InputError
-from ._jit import njit, want_numba
+from ._jit import ctz, decode_threads, njit, popcount, want_numba
 
 PHOTON = 0
 MARKER = 1
@@ -177,6 +184,11 @@ class DecodedRecords:
         return {"photons": photons, "markers": int(k[MARKER]), "overflows": int(k[OVERFLOW]),
                 "syncs": int(k[SYNC]), "invalid": int(k[INVALID])}
 
+    @classmethod
+    def empty(cls, fmt: RecordFormat | int | str, n: int) -> "DecodedRecords":
+        """Uninitialised arrays for ``n`` records (an ``out`` buffer for :func:`decode_chunk`)."""
+        return _empty(record_format(fmt), int(n))
+
     @staticmethod
     def concat(parts: Sequence["DecodedRecords"], fmt: RecordFormat | None = None) -> "DecodedRecords":
         """Join decoded chunks (in order)."""
@@ -215,6 +227,35 @@ def as_records(data: object) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # kernels (numba and numpy give identical results)
 # --------------------------------------------------------------------------------------------
+#
+# The block kernels look at 64 records at a time. A branch-free (vectorised) pass builds a bit
+# mask of the records that are not overflow records and checks that every overflow record of
+# the block adds exactly one wrap (always so for PicoHarp and HydraHarp v1 records, and for the
+# records hardware writes while it streams). Then the overflow correction in front of record k
+# is ``base + wrap * (overflow records before k)``, a popcount of the mask: the per-record
+# decoder writes the whole block as overflow records with vector stores, and all kernels visit
+# the few other records by their set bits (count trailing zeros), so the overflow records cost
+# no branch. A block with an overflow record carrying several wraps is decoded record by record
+# (`_classify`), as is the tail of fewer than 64 records. `_scan_nb` (branch-free) counts the
+# non-overflow records and wraps of a part, for the parallel decoder's prefix sums.
+
+_BLOCK = 64
+
+
+def _kernel_args(fmt: RecordFormat) -> tuple:
+    """(ht, t3, v2, wrap, omask, oval, cmask): the format flags, the wrap, and the overflow test
+    ``(record & omask) == oval`` with ``record & cmask`` the wrap count (0 meaning 1)."""
+    ht = fmt.layout == LAYOUT_HT
+    if ht:
+        omask, oval = 0xFE000000, 0xFE000000           # special bit + channel 63
+        cmask = ((1023 if fmt.is_t3 else 0x1FFFFFF) if fmt.version == 2 else 0)
+    elif fmt.is_t3:
+        omask, oval, cmask = 0xFFFF0000, 0xF0000000, 0  # channel 15, dtime 0
+    else:
+        omask, oval, cmask = 0xF000000F, 0xF0000000, 0  # channel 15, marker bits 0
+    return (ht, fmt.is_t3, fmt.version == 2, np.int64(fmt.wrap), np.uint32(omask), np.uint32(oval),
+            np.uint32(cmask))
+
 
 @njit
 def _classify(r, ht, t3, v2, wrap, base):  # pragma: no cover - jit
@@ -260,36 +301,190 @@ def _classify(r, ht, t3, v2, wrap, base):  # pragma: no cover - jit
 
 
 @njit
-def _decode_nb(recs, ht, t3, v2, wrap, base, kind, chan, time, dtime):  # pragma: no cover - jit
+def _scan_nb(recs, omask, oval, cmask):  # pragma: no cover - jit
+    """(records that are not overflow records, wraps the overflow records add). Branch-free."""
+    ev = 0
+    wraps = 0
     for i in range(recs.shape[0]):
-        k, c, t, d, base = _classify(np.int64(recs[i]), ht, t3, v2, wrap, base)
-        kind[i] = k
-        chan[i] = c
-        time[i] = t
-        dtime[i] = d
+        r = recs[i]
+        ofl = (r & omask) == oval
+        c = np.int64(r & cmask)
+        ev += 1 - np.int64(ofl)
+        wraps += np.int64(ofl) * (c + np.int64(c == 0))
+    return ev, wraps
+
+
+@njit(inline=True)
+def _block_prefix(recs, s0, omask, oval, cmask, pre):  # pragma: no cover - jit
+    """pre[k] = wraps the overflow records s0..s0+k-1 add (k = 0..64)."""
+    s = np.int64(0)
+    pre[0] = 0
+    for k in range(_BLOCK):
+        r = recs[s0 + k]
+        c = np.int64(r & cmask)
+        s += np.int64((r & omask) == oval) * (c + np.int64(c == 0))
+        pre[k + 1] = s
+
+
+@njit(inline=True)
+def _decode_range(recs, a, b, ht, t3, v2, wrap, base, kind, chan, time, dtime):  # pragma: no cover - jit
+    """Records a..b-1 one by one; returns the overflow correction after them."""
+    for i in range(a, b):
+        k_, c_, t_, d_, base = _classify(np.int64(recs[i]), ht, t3, v2, wrap, base)
+        kind[i] = k_
+        chan[i] = c_
+        time[i] = t_
+        dtime[i] = d_
     return base
 
 
 @njit
-def _summary_nb(recs, ht, t3, v2, wrap, st, photons, kinds):  # pragma: no cover - jit
+def _decode_nb(recs, ht, t3, v2, wrap, omask, oval, cmask, base, kind, chan, time,
+               dtime):  # pragma: no cover - jit
+    """Every record -> kind/chan/time/dtime[i]; returns the overflow correction after them."""
+    n = recs.shape[0]
+    nfull = n - n % _BLOCK
+    all1 = ~np.uint64(0)
+    pre = np.empty(_BLOCK + 1, np.int64)
+    for s0 in range(0, nfull, _BLOCK):
+        m = np.uint64(0)      # bit k: record s0 + k is not an overflow record
+        multi = np.uint32(0)  # an overflow record adding more than one wrap
+        for k in range(_BLOCK):  # branch-free: vectorised (a helper function would not be)
+            r = recs[s0 + k]
+            ofl = (r & omask) == oval
+            m |= np.uint64(not ofl) << np.uint64(k)
+            multi |= np.uint32(ofl) & np.uint32((r & cmask) > np.uint32(1))
+        # all as overflow records first (vectorised), then the other records over them
+        if multi != 0:  # wraps before record k from a prefix sum
+            _block_prefix(recs, s0, omask, oval, cmask, pre)
+            for k in range(_BLOCK):
+                time[s0 + k] = base + wrap * pre[k + 1]
+        else:  # one wrap per overflow record: a popcount
+            for k in range(_BLOCK):
+                upto = ~((all1 << np.uint64(k)) << np.uint64(1))      # bits 0..k
+                time[s0 + k] = base + wrap * (k + 1 - np.int64(popcount(m & upto)))
+        for k in range(_BLOCK):
+            kind[s0 + k] = 2
+            chan[s0 + k] = -1
+            dtime[s0 + k] = 0
+        done = 0
+        while m != 0:
+            k = np.int64(ctz(m))
+            m &= m - np.uint64(1)
+            i = s0 + k
+            w = pre[k] if multi != 0 else k - done
+            k_, c_, t_, d_, _b = _classify(np.int64(recs[i]), ht, t3, v2, wrap, base + wrap * w)
+            kind[i] = k_
+            chan[i] = c_
+            time[i] = t_
+            dtime[i] = d_
+            done += 1
+        base += wrap * (pre[_BLOCK] if multi != 0 else _BLOCK - done)
+    return _decode_range(recs, nfull, n, ht, t3, v2, wrap, base, kind, chan, time, dtime)
+
+
+@njit(inline=True)
+def _events_range(recs, a, b, ht, t3, v2, wrap, base, j, kind, chan, time,
+                  dtime):  # pragma: no cover - jit
+    """Records a..b-1 one by one, overflow records left out; returns (j, base)."""
+    for i in range(a, b):
+        k_, c_, t_, d_, base = _classify(np.int64(recs[i]), ht, t3, v2, wrap, base)
+        if k_ != 2:
+            kind[j] = k_
+            chan[j] = c_
+            time[j] = t_
+            dtime[j] = d_
+            j += 1
+    return j, base
+
+
+@njit
+def _events_nb(recs, ht, t3, v2, wrap, omask, oval, cmask, base, kind, chan, time,
+               dtime):  # pragma: no cover - jit
+    """The records that are not overflow records -> kind/chan/time/dtime[0..j); returns
+    (j, overflow correction after the records)."""
+    n = recs.shape[0]
+    nfull = n - n % _BLOCK
+    pre = np.empty(_BLOCK + 1, np.int64)
+    j = 0
+    for s0 in range(0, nfull, _BLOCK):
+        m = np.uint64(0)      # bit k: record s0 + k is not an overflow record
+        multi = np.uint32(0)  # an overflow record adding more than one wrap
+        for k in range(_BLOCK):  # branch-free: vectorised (a helper function would not be)
+            r = recs[s0 + k]
+            ofl = (r & omask) == oval
+            m |= np.uint64(not ofl) << np.uint64(k)
+            multi |= np.uint32(ofl) & np.uint32((r & cmask) > np.uint32(1))
+        if multi != 0:  # wraps before record k from a prefix sum, else a popcount
+            _block_prefix(recs, s0, omask, oval, cmask, pre)
+        done = 0
+        while m != 0:
+            k = np.int64(ctz(m))
+            m &= m - np.uint64(1)
+            w = pre[k] if multi != 0 else k - done
+            k_, c_, t_, d_, _b = _classify(np.int64(recs[s0 + k]), ht, t3, v2, wrap, base + wrap * w)
+            kind[j] = k_
+            chan[j] = c_
+            time[j] = t_
+            dtime[j] = d_
+            j += 1
+            done += 1
+        base += wrap * (pre[_BLOCK] if multi != 0 else _BLOCK - done)
+    return _events_range(recs, nfull, n, ht, t3, v2, wrap, base, j, kind, chan, time, dtime)
+
+
+@njit(inline=True)
+def _summary_add(k, c, t, photons, kinds, mm):  # pragma: no cover - jit
+    """Count one record; mm: [first photon, last photon, last event]."""
+    kinds[k] += 1
+    if k == 0:
+        photons[c] += 1
+        mm[0] = min(mm[0], t)
+        mm[1] = max(mm[1], t)
+    if k == 0 or k == 1 or k == 3:
+        mm[2] = max(mm[2], t)
+
+
+@njit(inline=True)
+def _summary_range(recs, a, b, ht, t3, v2, wrap, base, photons, kinds,
+                   mm):  # pragma: no cover - jit
+    for i in range(a, b):
+        k_, c_, t_, d_, base = _classify(np.int64(recs[i]), ht, t3, v2, wrap, base)
+        _summary_add(k_, c_, t_, photons, kinds, mm)
+    return base
+
+
+@njit
+def _summary_nb(recs, ht, t3, v2, wrap, omask, oval, cmask, st, photons,
+                kinds):  # pragma: no cover - jit
     """Counts without per-record output. st: [base, first photon, last photon, last event]."""
     base = st[0]
-    first = st[1]
-    last = st[2]
-    last_ev = st[3]
-    for i in range(recs.shape[0]):
-        k, c, t, d, base = _classify(np.int64(recs[i]), ht, t3, v2, wrap, base)
-        kinds[k] += 1
-        if k == 0:
-            photons[c] += 1
-            first = min(first, t)
-            last = max(last, t)
-        if k == 0 or k == 1 or k == 3:
-            last_ev = max(last_ev, t)
-    st[0] = base
-    st[1] = first
-    st[2] = last
-    st[3] = last_ev
+    mm = st[1:4].copy()
+    n = recs.shape[0]
+    nfull = n - n % _BLOCK
+    pre = np.empty(_BLOCK + 1, np.int64)
+    for s0 in range(0, nfull, _BLOCK):
+        m = np.uint64(0)
+        multi = np.uint32(0)
+        for k in range(_BLOCK):
+            r = recs[s0 + k]
+            ofl = (r & omask) == oval
+            m |= np.uint64(not ofl) << np.uint64(k)
+            multi |= np.uint32(ofl) & np.uint32((r & cmask) > np.uint32(1))
+        if multi != 0:
+            _block_prefix(recs, s0, omask, oval, cmask, pre)
+        done = 0
+        while m != 0:
+            k = np.int64(ctz(m))
+            m &= m - np.uint64(1)
+            w = pre[k] if multi != 0 else k - done
+            k_, c_, t_, d_, _b = _classify(np.int64(recs[s0 + k]), ht, t3, v2, wrap, base + wrap * w)
+            _summary_add(k_, c_, t_, photons, kinds, mm)
+            done += 1
+        kinds[2] += _BLOCK - done
+        base += wrap * (pre[_BLOCK] if multi != 0 else _BLOCK - done)
+    st[0] = _summary_range(recs, nfull, n, ht, t3, v2, wrap, base, photons, kinds, mm)
+    st[1:4] = mm
 
 
 def _decode_np(fmt: RecordFormat, recs: np.ndarray, base: int) -> tuple[DecodedRecords, int]:
@@ -338,21 +533,183 @@ def _decode_np(fmt: RecordFormat, recs: np.ndarray, base: int) -> tuple[DecodedR
     return DecodedRecords(fmt, kind, chan, time.astype(np.int64), dtime), new_base
 
 
-def decode_chunk(fmt: RecordFormat, recs: np.ndarray, base: int = 0,
-                 use_numba: bool | None = None) -> tuple[DecodedRecords, int]:
+#: records per thread below which a decode stays on one thread
+PARALLEL_MIN = 1 << 21
+#: in automatic mode (``use_numba=None``) the first this many records of a process are decoded
+#: with numpy: loading even cached numba kernels costs ~0.4 s (numba's target initialisation),
+#: more than numpy needs for them, so small files are quick from the command line
+NUMPY_WARMUP = 1 << 18
+_warmup_left = NUMPY_WARMUP
+
+
+def _use_numba(use_numba: bool | None, n: int) -> bool:
+    """want_numba, except that automatic mode spends the numpy warm-up budget first (results are
+    identical either way)."""
+    global _warmup_left
+    if not want_numba(use_numba):
+        return False
+    if use_numba is None and _warmup_left > 0 and n <= _warmup_left:
+        _warmup_left -= n
+        return False
+    _warmup_left = 0
+    return True
+
+
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool)
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The decoder thread pool (re-created after a fork or when more workers are wanted)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < workers:
+            if _POOL is not None and _POOL[0] == os.getpid():
+                _POOL[2].shutdown(wait=False)
+            _POOL = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="labctl-decode"))
+        return _POOL[2]
+
+
+def _wrap64(x: int) -> int:
+    """x as int64 arithmetic would have it (two's complement wrap-around)."""
+    return (x + 2 ** 63) % 2 ** 64 - 2 ** 63
+
+
+def _arrays(d: DecodedRecords, lo: int = 0, hi: int | None = None) -> tuple[np.ndarray, ...]:
+    return d.kind[lo:hi], d.channel[lo:hi], d.time[lo:hi], d.dtime[lo:hi]
+
+
+def _view(d: DecodedRecords, m: int) -> DecodedRecords:
+    return DecodedRecords(d.fmt, *_arrays(d, 0, m))
+
+
+def _shrink(d: DecodedRecords, m: int) -> DecodedRecords:
+    """Cut arrays this module allocated to their first m entries; realloc in place (no copy)
+    where the allocator allows, else a copy."""
+    if len(d) == m:
+        return d
+    arrs = []
+    for a in (d.kind, d.channel, d.time, d.dtime):  # the arrays themselves, not views
+        try:
+            a.resize(m, refcheck=False)
+        except (ValueError, MemoryError):  # pragma: no cover - numpy declined
+            a = a[:m].copy()
+        arrs.append(a)
+    return DecodedRecords(d.fmt, *arrs)
+
+
+def _alloc_events(fmt: RecordFormat, recs: np.ndarray, upper: int, args: tuple) -> DecodedRecords:
+    """Output for the events of ``recs``: ``upper`` entries (untouched pages cost nothing),
+    or, when that much address space is refused, exactly as many as a scan counts."""
+    try:
+        return _empty(fmt, upper)
+    except MemoryError:
+        return _empty(fmt, int(_scan_nb(recs, *args[4:])[0]))
+
+
+def _threads_for(n: int, threads: int | None) -> int:
+    return max(1, min(decode_threads(threads), n // PARALLEL_MIN))
+
+
+def _decode_parallel(fmt: RecordFormat, recs: np.ndarray, base: int, overflows: bool,
+                     out: DecodedRecords | None, nt: int, args: tuple) -> tuple[DecodedRecords, int]:
+    """Block-parallel decode over ``nt`` threads; identical to the serial kernels.
+
+    Pass 1 (branch-free, vectorised) scans every part but the last for its number of
+    non-overflow records and of wraps, in ``nt`` pieces each; exclusive prefix sums give each
+    part its overflow correction and its output offset; pass 2 decodes the parts in parallel
+    into their slices of the output.
+    """
+    n = recs.shape[0]
+    wrap, omask, oval, cmask = int(args[3]), args[4], args[5], args[6]
+    edges = [(n * p // nt) // _BLOCK * _BLOCK for p in range(nt)] + [n]
+    pool = _pool(nt)
+    pieces = []
+    for p in range(nt - 1):
+        a, b = edges[p], edges[p + 1]
+        cut = [a + (b - a) * q // nt for q in range(nt)] + [b]
+        pieces += [(p, cut[q], cut[q + 1]) for q in range(nt)]
+    scans = list(pool.map(lambda t: _scan_nb(recs[t[1]:t[2]], omask, oval, cmask), pieces))
+    events = [0] * nt
+    wraps = [0] * nt
+    for (p, _a, _b), (e, w) in zip(pieces, scans):
+        events[p] += int(e)
+        wraps[p] += int(w)
+    bases = [int(base)]
+    offs = [0]
+    for p in range(nt - 1):
+        bases.append(_wrap64(bases[-1] + wrap * wraps[p]))
+        offs.append(offs[-1] + (edges[p + 1] - edges[p] if overflows else events[p]))
+    size = offs[-1] + (n - edges[-2])  # exact with overflow records, else an upper bound
+    if out is not None:
+        dest = out
+    else:
+        try:
+            dest = _empty(fmt, size)
+        except MemoryError:  # count the last part's events too
+            size = offs[-1] + int(_scan_nb(recs[edges[-2]:], omask, oval, cmask)[0])
+            dest = _empty(fmt, size)
+    tops = offs[1:] + [size]
+
+    def work(p: int) -> tuple[int, int]:
+        r = recs[edges[p]:edges[p + 1]]
+        o = _arrays(dest, offs[p], tops[p])
+        if overflows:
+            return r.shape[0], int(_decode_nb(r, *args, np.int64(bases[p]), *o))
+        j, b = _events_nb(r, *args, np.int64(bases[p]), *o)
+        return int(j), int(b)
+
+    done = list(pool.map(work, range(nt)))
+    for p in range(nt - 1):  # the scans and the decoders agree by construction
+        assert done[p] == (offs[p + 1] - offs[p], bases[p + 1]), "parallel decode out of step"
+    m = offs[-1] + done[-1][0]
+    res = _view(dest, m) if out is not None else _shrink(dest, m)
+    return res, done[-1][1]
+
+
+def decode_chunk(fmt: RecordFormat | int | str, recs: np.ndarray, base: int = 0,
+                 use_numba: bool | None = None, *, overflows: bool = True,
+                 out: DecodedRecords | None = None,
+                 threads: int | None = None) -> tuple[DecodedRecords, int]:
     """Decode one chunk of uint32 records starting from overflow correction ``base``.
 
     Returns the decoded records and the overflow correction after the chunk (same units as
     ``time``), to pass as ``base`` for the next chunk.
+
+    ``overflows=False`` leaves the overflow records out of the output (their corrections are
+    still applied): one entry per photon, marker, sync or invalid record, as tttrlib and
+    phconvert return them. ``out``: decode into these arrays (from :meth:`DecodedRecords.empty`,
+    at least ``len(recs)`` entries) instead of new ones, and return views of them — for
+    streaming loops that reuse one buffer. ``threads``: decode on this many threads (default:
+    ``LABCTL_THREADS`` or the available CPUs, for chunks of at least ``PARALLEL_MIN`` records
+    per thread); the result does not depend on it.
     """
+    fmt = record_format(fmt)
     recs = as_records(recs)
-    if not want_numba(use_numba):
-        return _decode_np(fmt, recs, base)
-    out = _empty(fmt, recs.shape[0])
-    new_base = _decode_nb(recs, fmt.layout == LAYOUT_HT, fmt.is_t3, fmt.version == 2,
-                          np.int64(fmt.wrap), np.int64(base), out.kind, out.channel, out.time,
-                          out.dtime)
-    return out, int(new_base)
+    n = recs.shape[0]
+    if out is not None and len(out) < n:
+        raise ValueError(f"out holds {len(out)} entries, the chunk has {n} records")
+    if not _use_numba(use_numba, n):
+        d, new_base = _decode_np(fmt, recs, base)
+        if not overflows:
+            keep = d.kind != OVERFLOW
+            d = DecodedRecords(fmt, *(a[keep] for a in _arrays(d)))
+        if out is not None:
+            for a, b in zip(_arrays(out), _arrays(d)):
+                a[:len(d)] = b
+            d = _view(out, len(d))
+        return d, new_base
+    args = _kernel_args(fmt)
+    nt = _threads_for(n, threads)
+    if nt > 1:
+        return _decode_parallel(fmt, recs, int(base), overflows, out, nt, args)
+    if overflows:
+        dest = out if out is not None else _empty(fmt, n)
+        new_base = _decode_nb(recs, *args, np.int64(base), *_arrays(dest))
+        return (_view(dest, n) if out is not None else dest), int(new_base)
+    dest = out if out is not None else _alloc_events(fmt, recs, n, args)
+    m, new_base = _events_nb(recs, *args, np.int64(base), *_arrays(dest))
+    return (_view(dest, int(m)) if out is not None else _shrink(dest, int(m))), int(new_base)
 
 
 class Summary:
@@ -377,9 +734,8 @@ class Summary:
     def feed(self, records: object) -> None:
         recs = as_records(records)
         f = self.fmt
-        if want_numba(self.use_numba):
-            _summary_nb(recs, f.layout == LAYOUT_HT, f.is_t3, f.version == 2, np.int64(f.wrap),
-                        self._st, self.photons, self.kinds)
+        if _use_numba(self.use_numba, recs.shape[0]):
+            _summary_nb(recs, *_kernel_args(f), self._st, self.photons, self.kinds)
             return
         d, base = _decode_np(f, recs, int(self._st[0]))
         self._st[0] = base
@@ -411,10 +767,14 @@ class Summary:
 
 
 def decode(fmt: RecordFormat | int | str, data: object, *, base: int = 0,
-           use_numba: bool | None = None) -> DecodedRecords:
-    """Decode a whole buffer of records (bytes-like or uint32 array) in one piece."""
+           use_numba: bool | None = None, overflows: bool = True,
+           threads: int | None = None) -> DecodedRecords:
+    """Decode a whole buffer of records (bytes-like or uint32 array) in one piece.
+
+    ``overflows=False``: without the overflow records (see :func:`decode_chunk`, also for
+    ``threads``)."""
     f = record_format(fmt)
-    return decode_chunk(f, as_records(data), base, use_numba)[0]
+    return decode_chunk(f, as_records(data), base, use_numba, overflows=overflows, threads=threads)[0]
 
 
 class StreamDecoder:
@@ -422,11 +782,14 @@ class StreamDecoder:
     record at the end of a chunk carry over, so the result equals decoding in one piece."""
 
     def __init__(self, fmt: RecordFormat | int | str, *, base: int = 0,
-                 use_numba: bool | None = None) -> None:
+                 use_numba: bool | None = None, overflows: bool = True,
+                 threads: int | None = None) -> None:
         self.fmt = record_format(fmt)
         self.base = int(base)  #: overflow correction so far (time units of the format)
         self.records = 0       #: records decoded so far
         self.use_numba = use_numba
+        self.overflows = overflows  #: False: overflow records are left out of the output
+        self.threads = threads
         self._tail = b""
 
     @property
@@ -444,8 +807,9 @@ class StreamDecoder:
             cut = len(raw) - len(raw) % 4
             self._tail = raw[cut:]
             recs = np.frombuffer(raw[:cut], dtype="<u4").astype(np.uint32, copy=False)
-        out, self.base = decode_chunk(self.fmt, recs, self.base, self.use_numba)
-        self.records += len(out)
+        out, self.base = decode_chunk(self.fmt, recs, self.base, self.use_numba,
+                                      overflows=self.overflows, threads=self.threads)
+        self.records += recs.shape[0]
         return out
 
     def close(self, file: str | None = None) -> None:
