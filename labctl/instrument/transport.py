@@ -134,6 +134,13 @@ class VisaTransport(TransportBase):
         except (pyvisa.errors.VisaIOError, OSError, ValueError) as e:
             raise ConnectionLost(self.name, None, f"cannot open {resource} ({backend}): {e}") from None
         self.inst.timeout = int(self.timeout * 1000)
+        self._visa_timeout = self.timeout
+        if resource.upper().endswith("::SOCKET"):
+            # small SCPI messages must not wait for Nagle's algorithm (~40 ms per set + error check)
+            try:
+                self.inst.set_visa_attribute(pyvisa.constants.VI_ATTR_TCPIP_NODELAY, pyvisa.constants.VI_TRUE)
+            except Exception as e:  # a VISA library without the attribute: slower, still correct
+                log.debug("%s: TCP_NODELAY not set: %s", self.name, e)
         self.inst.read_termination = self.read_termination or None
         self.inst.write_termination = self.write_termination
         if baud_rate and hasattr(self.inst, "baud_rate"):
@@ -141,7 +148,9 @@ class VisaTransport(TransportBase):
 
     def _io(self, fn, *args):
         """Run one pyvisa call, mapping its errors to InstrumentTimeout / ConnectionLost."""
-        self.inst.timeout = int(self.timeout * 1000)
+        if self.timeout != self._visa_timeout:  # setting the VISA attribute costs ~10 us: only on change
+            self.inst.timeout = int(self.timeout * 1000)
+            self._visa_timeout = self.timeout
         try:
             return fn(*args)
         except self._pyvisa.errors.VisaIOError as e:
