@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from labctl.tags.herald import HeraldCounter, window_bins  # noqa: E402
 from labctl.tags.info import summarize  # noqa: E402
 from labctl.tags.ptu import open_ptu, write_ptu  # noqa: E402
-from labctl.tags._jit import decode_threads  # noqa: E402
+from labctl.tags._jit import available_cpus  # noqa: E402
 from labctl.tags.records import DecodedRecords, decode, decode_chunk, encode, record_format  # noqa: E402
 
 FMT = record_format("TimeHarp260N_T3")
@@ -135,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="records for the numpy-fallback runs (default 1e7)")
     ap.add_argument("--repeat", type=int, default=5, help="best of N runs (default 5)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="threads for the parallel rows (default: LABCTL_THREADS or the CPUs)")
+                    help="threads for the parallel rows (default: the CPUs, at most 8)")
     ap.add_argument("--no-file", action="store_true", help="skip the PTU-file comparisons")
     a = ap.parse_args(argv)
-    nt = decode_threads(a.threads)
+    nt = a.threads if a.threads else available_cpus()
 
     t0 = time.perf_counter()
     recs = generate(int(a.records), a.photon_fraction, a.overflow_count)

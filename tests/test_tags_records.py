@@ -398,3 +398,66 @@ def test_parallel_serial_numpy_and_chunked_agree(case: tuple, threads: int, over
         s.feed(recs[a:b])
     assert s.base == sd.base
     assert s.kinds.tolist() == [sum(1 for t in ref if t[0] == k) for k in range(5)]
+
+
+@pytest.mark.parametrize("fmt", [record_format("TimeHarp260N_T3"), record_format("HydraHarpV2_T2"),
+                                 record_format("PicoHarp_T3"), record_format("HydraHarpV1_T2")],
+                         ids=lambda f: f.name)
+def test_sparse_and_dense_stretches_across_super_blocks(fmt: R.RecordFormat) -> None:
+    # the kernels switch between block-wise and record-by-record decoding per super-block of
+    # R._SUPER records, from the density of the previous one: stretches of each kind, of odd
+    # lengths, must decode exactly as numpy does, whole, chunked, in parallel and summarised
+    rng = np.random.default_rng(fmt.code + 3)
+    sup = R._SUPER
+    parts = [_mixed_records(fmt, rng, m, p, q) for m, p, q in
+             ((sup + 77, 0.95, 0.0), (2 * sup - 5, 0.1, 0.0), (sup // 2, 0.9, 0.01),
+              (sup + 1000, 0.3, 0.05), (3 * sup // 2, 0.99, 0.0), (999, 0.5, 0.0))]
+    recs = np.concatenate(parts)
+    want, wb = decode_chunk(fmt, recs, 5 * fmt.wrap, use_numba=False)
+    ev = want.kind != OVERFLOW
+    with _parallel_from(sup // 3):
+        for threads in (1, 2, 5):
+            got, b = decode_chunk(fmt, recs, 5 * fmt.wrap, use_numba=True, threads=threads)
+            assert b == wb and all(np.array_equal(x, y) for x, y in zip(R._arrays(got), R._arrays(want)))
+            e, b = decode_chunk(fmt, recs, 5 * fmt.wrap, use_numba=True, overflows=False, threads=threads)
+            assert b == wb and all(np.array_equal(x, y[ev]) for x, y in zip(R._arrays(e), R._arrays(want)))
+    sd = StreamDecoder(fmt, base=5 * fmt.wrap, use_numba=True, overflows=False, threads=1)
+    cuts = [0, 1, sup - 3, sup + 70, 3 * sup, recs.size]
+    pieces = [sd.feed(recs[a:b]) for a, b in zip(cuts, cuts[1:])]
+    assert all(np.array_equal(x, y[ev]) for x, y in
+               zip(R._arrays(R.DecodedRecords.concat(pieces)), R._arrays(want)))
+    sums = []
+    for use_numba in (True, False):
+        s = R.Summary(fmt, use_numba)
+        for a, b in zip(cuts, cuts[1:]):
+            s.feed(recs[a:b])
+        sums.append((s.photons.tolist(), s.kinds.tolist(), s.base, s.first, s.last, s.last_event))
+    assert sums[0] == sums[1]
+
+
+def test_threads_default_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labctl.tags import _jit
+
+    monkeypatch.delenv("LABCTL_THREADS", raising=False)
+    assert _jit.decode_threads() == 1 and _jit.decode_threads(3) == 3 and _jit.decode_threads(0) == 1
+    monkeypatch.setenv("LABCTL_THREADS", "4")
+    assert _jit.decode_threads() == 4 and _jit.decode_threads(2) == 2
+    monkeypatch.setenv("LABCTL_THREADS", "auto")
+    assert _jit.decode_threads() == _jit.available_cpus() >= 1
+    monkeypatch.setenv("LABCTL_THREADS", "many")
+    assert _jit.decode_threads() == 1
+
+
+def test_numpy_warmup_budget_in_automatic_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labctl.tags import _jit
+
+    monkeypatch.delenv("LABCTL_NO_NUMBA", raising=False)
+    monkeypatch.setattr(R, "_warmup_left", 100)
+    assert not R._use_numba(False, 10_000) and R._warmup_left == 100
+    if not _jit.HAVE_NUMBA:
+        return
+    assert not R._use_numba(None, 60) and R._warmup_left == 40   # small: numpy, from the budget
+    assert R._use_numba(None, 41) and R._warmup_left == 0        # over budget: numba from now on
+    assert R._use_numba(None, 1)
+    monkeypatch.setattr(R, "_warmup_left", 100)
+    assert R._use_numba(True, 10) and R._warmup_left == 0         # numba asked for: loaded anyway
