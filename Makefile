@@ -1,9 +1,7 @@
 # labctl: two commands do all the set-up on a fresh machine.
 #   make run   - dry run of the DLCZ witness sequence on the simulated station
 #   make test  - the whole hardware-free test suite
-# a CPython 3.12/3.13 that runs (pyenv installs included), else python3 (3.10+)
-PYTHON ?= $(shell for p in python3.13 python3.12 $$(ls -d $$HOME/.pyenv/versions/3.1[23]*/bin/python3 2>/dev/null) python3; do \
-	  $$p -c 'import sys; assert sys.version_info >= (3, 10)' >/dev/null 2>&1 && { command -v $$p; break; }; done)
+PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed

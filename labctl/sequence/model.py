@@ -119,12 +119,23 @@ class Sequence:
 class _Collector:
     """Gathers errors so a user sees all of them at once."""
 
+    MAX_REPORTED = 50
+
     def __init__(self, doc: YamlDoc) -> None:
         self.doc = doc
         self.errors: list[InputError] = []
         self._seen: set[tuple] = set()
+        self.suppressed = 0
+
+    @property
+    def full(self) -> bool:
+        """Enough errors to show; later ones are only counted."""
+        return len(self.errors) >= self.MAX_REPORTED
 
     def add(self, path: tuple, what: str, fix: str | None = None) -> None:
+        if self.full:
+            self.suppressed += 1
+            return
         e = self.doc.error(path, what, fix)
         if (e.line, e.what) not in self._seen:
             self._seen.add((e.line, e.what))
@@ -136,6 +147,10 @@ class _Collector:
     def raise_if_any(self) -> None:
         if self.errors:
             self.errors.sort(key=lambda e: e.line or 0)
+            if self.suppressed:
+                self.errors.append(InputError(f"... and {self.suppressed} more problems not shown", file=self.doc.file,
+                                              fix="fix the ones above first"))
+                self.suppressed = 0
             raise self.errors[0] if len(self.errors) == 1 else InputErrors(self.errors)
 
 
@@ -358,7 +373,9 @@ def _check_structure(seq: Any, col: _Collector) -> None:
                 "see sequences/dlcz_witness.yaml for an example")
         col.raise_if_any()
     for k in seq:
-        if k not in TOP_KEYS:
+        if k not in TOP_KEYS and col.full:
+            col.add((k,), f"unknown key '{k}'")
+        elif k not in TOP_KEYS:
             import difflib
             near = difflib.get_close_matches(str(k), TOP_KEYS, 1)
             col.add((k,), f"unknown key '{k}'", f"did you mean '{near[0]}'?" if near else
