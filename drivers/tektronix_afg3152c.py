@@ -63,7 +63,7 @@ import numpy as np
 from labctl import units as _units
 from labctl.errors import InputError, SettingError
 from labctl.instrument.base import Component, Instrument, on_off
-from labctl.instrument.base import Setting as _BaseSetting
+from labctl.instrument.base import Setting
 
 # --- model limits (see the module docstring) ---------------------------------------------------
 PULSE_PERIOD = (10e-9, 1000.0)          #: s (1 mHz … 100 MHz)
@@ -86,40 +86,6 @@ USER_SLOTS = (1, 2, 3, 4)
 HIGH_Z_REPLY = 9.9e37                   #: what ``OUTPut{n}:IMPedance?`` answers for INFinity
 
 _TOL = 1e-9                             #: relative tolerance of the timing rules
-
-
-class Setting(_BaseSetting):
-    """``labctl`` Setting with each limit checked against its own magnitude, and ``invalidates``:
-    settings the instrument changes as a consequence of this one (period ↔ frequency ↔ duty
-    cycle, levels ↔ amplitude/offset, load → levels), dropped from the driver's memory of the
-    channel state after a write so :meth:`AFGChannel.known` reads them again.
-
-    Local workaround: the base class tolerates ``1e-12·max(|low|, |high|)`` on *both* ends, so a
-    range 5 ns … 999.99 s lets values down to ~4 ns pass (and 0 … 1000 s lets −1 ns), and then
-    silently sends the limit instead. Here ``low`` gets ``1e-12·|low|`` and ``high``
-    ``1e-12·|high|``, checked on the value as given."""
-
-    def __init__(self, *args: Any, invalidates: Sequence[str] = (), **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.invalidates = tuple(invalidates)
-
-    def write(self, comp: Any, value: Any) -> None:
-        for name in self.invalidates:
-            comp._cache.pop(name, None)
-        super().write(comp, value)
-
-    def validate(self, comp: Any, value: Any) -> Any:
-        if self.mapping is None and isinstance(value, str) and self.dim:
-            value = _units.parse_as(value, self.dim, where=f"{comp.full_name}.{self.name}")
-        lim = self.limits_for(comp) if self.mapping is None else None
-        if lim is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and math.isfinite(value):
-            lo, hi = lim
-            if value < lo - 1e-12 * abs(lo) or value > hi + 1e-12 * abs(hi):
-                u = f" {self.unit}" if self.unit else ""
-                raise SettingError(comp.full_name, self.name, value,
-                                   f"range {lo:g}{u} to {hi:g}{u}", self.unit)
-        return super().validate(comp, value)
 
 
 def load_gain(load_ohms: float) -> float:

@@ -44,6 +44,30 @@ def _sine_fit(x: np.ndarray, y: np.ndarray, period: float) -> tuple[np.ndarray, 
     return xs, coef[0] + coef[1] * np.cos(k * xs) + coef[2] * np.sin(k * xs)
 
 
+def _finish(fig: Any, ax: Any, out: Path, title: str, xlabel: str, ylabel: str, legend_loc: str = "best") -> Path:
+    """Labels, legend, layout, save, close: the end of every plot here."""
+    plt = _plt()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc=legend_loc)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _swept(points: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Swept values, cross- and same-detector g2 (mean of the two) and their errors."""
+    x = np.array([float(list(p["parameters"].values())[0]) for p in points])
+    gs = [g2_with_errors(p["counts"]) for p in points]
+    cross = np.array([(g[0, 1] + g[1, 0]) / 2 for g, _ in gs])
+    same = np.array([(g[0, 0] + g[1, 1]) / 2 for g, _ in gs])
+    ecross = np.array([0.5 * math.hypot(e[0, 1], e[1, 0]) for _, e in gs])
+    esame = np.array([0.5 * math.hypot(e[0, 0], e[1, 1]) for _, e in gs])
+    return x, cross, same, ecross, esame
+
+
 def classify(manifest: dict[str, Any]) -> str:
     """'witness', 'phase_sweep', 'delay_sweep', 'pump_probe', 'parametric' or 'sweep'."""
     seq = manifest.get("sequence_raw") or {}
@@ -84,25 +108,16 @@ def plot_witness(total: dict[str, Any], out: Path, title: str) -> Path:
             ax.fill_between(grid[band], pdf[band], alpha=0.15, color=line.get_color())
     ax.axvline(1.0, color="k", ls="--", lw=1, label="separability bound 1")
     ax.axvline(0.995, color="grey", ls=":", lw=1, label="with systematics 0.995")
-    ax.set_xlim(0, 2.5)
-    ax.set_xlabel("entanglement witness R_m")
-    ax.set_ylabel("probability density")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    grids = [np.asarray(d["grid"]) for _, d, _ in curves if d]
+    hi = max([2.5] + [float(g[-1]) for g in grids if g.size])
+    lo = min([0.0] + [float(g[0]) for g in grids if g.size])
+    ax.set_xlim(lo, min(hi, 25.0))
+    return _finish(fig, ax, out, title, "entanglement witness R_m", "probability density")
 
 
 def plot_phase_sweep(points: Sequence[dict[str, Any]], out: Path, title: str) -> Path:
     plt = _plt()
-    x = np.array([float(list(p["parameters"].values())[0]) for p in points])
-    gs = [g2_with_errors(p["counts"]) for p in points]
-    cross = np.array([(g[0, 1] + g[1, 0]) / 2 for g, _ in gs])
-    same = np.array([(g[0, 0] + g[1, 1]) / 2 for g, _ in gs])
-    ecross = np.array([0.5 * math.hypot(e[0, 1], e[1, 0]) for _, e in gs])
-    esame = np.array([0.5 * math.hypot(e[0, 0], e[1, 1]) for _, e in gs])
+    x, cross, same, ecross, esame = _swept(points)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.errorbar(x / np.pi, cross, ecross, fmt="x", color="C0", label="g2(r_i, p_j), i ≠ j")
     ax.errorbar(x / np.pi, same, esame, fmt="o", mfc="none", color="C3", label="g2(r_i, p_i)")
@@ -110,22 +125,12 @@ def plot_phase_sweep(points: Sequence[dict[str, Any]], out: Path, title: str) ->
         for y, c in ((cross, "C0"), (same, "C3")):
             xs, ys = _sine_fit(x, y, 2 * np.pi)
             ax.plot(xs / np.pi, ys, color=c, lw=1)
-    ax.set_xlabel("phase offset Δφ (π)")
-    ax.set_ylabel("second-order coherence g2")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _finish(fig, ax, out, title, "phase offset Δφ (π)", "second-order coherence g2")
 
 
 def plot_delay_sweep(points: Sequence[dict[str, Any]], out: Path, title: str, period_s: float = 2 * np.pi / (2 * np.pi * 45e6)) -> Path:
     plt = _plt()
-    x = np.array([float(list(p["parameters"].values())[0]) for p in points])
-    gs = [g2_with_errors(p["counts"]) for p in points]
-    cross = np.array([(g[0, 1] + g[1, 0]) / 2 for g, _ in gs])
-    same = np.array([(g[0, 0] + g[1, 1]) / 2 for g, _ in gs])
+    x, cross, same, _, _ = _swept(points)
     o = np.argsort(x)
     x, cross, same = x[o], cross[o], same[o]
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -146,20 +151,13 @@ def plot_delay_sweep(points: Sequence[dict[str, Any]], out: Path, title: str, pe
         if vals.size >= 2 and (vals.max() + vals.min()) > 0:
             vis_t.append(float(np.mean(x[cl])))
             vis.append(float((vals.max() - vals.min()) / (vals.max() + vals.min())))
-    ax.set_xlabel("read delay τ (µs)")
-    ax.set_ylabel("second-order coherence g2")
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper right")
     if vis:
         ins = ax.inset_axes([0.45, 0.45, 0.3, 0.4])
         ins.plot(np.array(vis_t) * 1e6, vis, "s-", color="C2")
         ins.set_xlabel("τ (µs)", fontsize=7)
         ins.set_ylabel("visibility", fontsize=7)
         ins.tick_params(labelsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _finish(fig, ax, out, title, "read delay τ (µs)", "second-order coherence g2", "upper right")
 
 
 def plot_pump_probe(points: Sequence[dict[str, Any]], out: Path, title: str) -> Path:
@@ -183,14 +181,7 @@ def plot_pump_probe(points: Sequence[dict[str, Any]], out: Path, title: str) -> 
             ax.plot(xs * 1e6, model(xs, *popt), "-", label=f"fit: 1/Γ = {1e6 / popt[2]:.2f} µs, 1/γ = {1e6 / popt[3]:.2f} µs")
         except (RuntimeError, ValueError):
             pass
-    ax.set_xlabel("probe delay τ (µs)")
-    ax.set_ylabel("probe rate")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _finish(fig, ax, out, title, "probe delay τ (µs)", "probe rate")
 
 
 def plot_counts(points: Sequence[dict[str, Any]], out: Path, title: str) -> Path:
@@ -201,15 +192,8 @@ def plot_counts(points: Sequence[dict[str, Any]], out: Path, title: str) -> Path
         for d in range(2):
             ax.plot(idx, [p["counts"][k][d] / max(p["counts"]["trials"], 1) for p in points], "o-",
                     label=f"{lab} detector {d + 1}")
-    ax.set_xlabel("sweep point")
-    ax.set_ylabel("clicks per trial")
     ax.set_yscale("log")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _finish(fig, ax, out, title, "sweep point", "clicks per trial")
 
 
 def draw_all(folder: Path, manifest: dict[str, Any], points: Sequence[dict[str, Any]], total: dict[str, Any]) -> list[str]:

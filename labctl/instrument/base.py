@@ -41,6 +41,8 @@ class Setting:
     :param fmt: how a value is put in the command (``"{:.12g}"`` by default for numbers).
     :param check_errors: read the instrument's error queue after a set.
     :param step: values are rounded to a multiple of ``step`` before sending (e.g. DAC codes).
+    :param invalidates: settings the instrument changes as a side effect of this one (writing a
+        frequency changes the period): their remembered values are dropped on a write.
     """
 
     def __init__(self, get: str | None = None, set: str | None = None, *, unit: str = "",
@@ -48,7 +50,7 @@ class Setting:
                  choices: Iterable[Any] | None = None, mapping: Mapping[Any, str] | None = None,
                  parse: Callable[[str], Any] = float, fmt: str = "{:.12g}", doc: str = "",
                  check_errors: bool = True, snapshot: bool = True, dim: str | None = None,
-                 step: float | None = None) -> None:
+                 step: float | None = None, invalidates: Iterable[str] = ()) -> None:
         self.get_cmd = get
         self.set_cmd = set
         self.unit = unit
@@ -62,6 +64,7 @@ class Setting:
         self.in_snapshot = snapshot and get is not None
         self.dim = dim if dim is not None else (_units.unit_factor(unit)[0] if unit and _units.unit_factor(unit) else None)
         self.step = step
+        self.invalidates = tuple(invalidates)
         self.name = "?"
         self.__doc__ = f"{doc} [{unit}]" if unit else doc
 
@@ -133,6 +136,8 @@ class Setting:
         if self.set_cmd is None:
             raise AttributeError(f"{comp.full_name}.{self.name} is read-only")
         v = self.validate(comp, value)
+        for name in self.invalidates:
+            comp._cache.pop(name, None)
         cmd = self.set_cmd.format(value=self.format_value(v), **comp.variables)
         comp.write(cmd)
         if self.check_errors:
