@@ -25,6 +25,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_compile.py
+	$(BIN)/python benchmarks/bench_twin.py
+	$(BIN)/python benchmarks/bench_io.py
 	$(BIN)/python benchmarks/bench_tags.py
 
 clean:
