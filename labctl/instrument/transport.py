@@ -60,6 +60,9 @@ class TransportBase:
         self.encoding = encoding
         self.lock = threading.RLock()
         self._last_command: str | None = None
+        #: I/O logging decided once (the CLI configures logging before connecting): the check
+        #: costs more than a fast SCPI round trip's budget when done per message
+        self.debug_io = log.isEnabledFor(logging.DEBUG)
 
     # -- to implement -----------------------------------------------------------------------
     def _send(self, data: bytes) -> None:
@@ -84,26 +87,30 @@ class TransportBase:
     # -- public API ---------------------------------------------------------------------------
     def write(self, message: str) -> None:
         with self.lock:
-            log.debug("%s <- %r", self.name, message)
+            if self.debug_io:
+                log.debug("%s <- %r", self.name, message)
             self._last_command = message
             self._send((message + self.write_termination).encode(self.encoding))
 
     def write_raw(self, data: bytes) -> None:
         with self.lock:
-            log.debug("%s <- %d raw bytes %r…", self.name, len(data), data[:40])
+            if self.debug_io:
+                log.debug("%s <- %d raw bytes %r…", self.name, len(data), data[:40])
             self._send(data)
 
     def read(self) -> str:
         with self.lock:
             raw = self._receive_until(self.read_termination.encode(self.encoding))
             text = raw.decode(self.encoding, errors="replace")
-            log.debug("%s -> %r", self.name, text)
+            if self.debug_io:
+                log.debug("%s -> %r", self.name, text)
             return text
 
     def read_raw(self, size: int | None = None) -> bytes:
         with self.lock:
             data = self._receive(size)
-            log.debug("%s -> %d raw bytes", self.name, len(data))
+            if self.debug_io:
+                log.debug("%s -> %d raw bytes", self.name, len(data))
             return data
 
     def query(self, message: str) -> str:
@@ -162,14 +169,16 @@ class VisaTransport(TransportBase):
 
     def write(self, message: str) -> None:
         with self.lock:
-            log.debug("%s <- %r", self.name, message)
+            if self.debug_io:
+                log.debug("%s <- %r", self.name, message)
             self._last_command = message
             self._io(self.inst.write, message)
 
     def read(self) -> str:
         with self.lock:
             text = self._io(self.inst.read)
-            log.debug("%s -> %r", self.name, text)
+            if self.debug_io:
+                log.debug("%s -> %r", self.name, text)
             return text
 
     def _send(self, data: bytes) -> None:
