@@ -258,11 +258,9 @@ class NewportUsbTransport(TransportBase):
     def _receive_until(self, terminator: bytes) -> bytes:
         deadline = time.monotonic() + self.timeout
         while True:
-            i = self._rx.find(terminator)
-            if i >= 0:
-                out = bytes(self._rx[:i])
-                del self._rx[: i + len(terminator)]
-                return out
+            line = self._pop_until(terminator)
+            if line is not None:
+                return line
             if not self._poll():
                 if time.monotonic() > deadline:
                     raise self._expired()
@@ -278,9 +276,7 @@ class NewportUsbTransport(TransportBase):
         if size is None:
             self._poll()
             size = len(self._rx)
-        out = bytes(self._rx[:size])
-        del self._rx[:size]
-        return out
+        return self._pop(size)
 
     def discard_input(self) -> None:
         """Drop buffered bytes and whatever the library still holds for this controller."""

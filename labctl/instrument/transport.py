@@ -78,6 +78,22 @@ class TransportBase:
     def close(self) -> None:
         pass
 
+    def _pop_until(self, terminator: bytes) -> bytes | None:
+        """The buffered bytes before ``terminator`` (removed with it), or None if it has not come."""
+        rx = self._rx
+        i = rx.find(terminator)
+        if i < 0:
+            return None
+        out = bytes(rx[:i])
+        del rx[: i + len(terminator)]
+        return out
+
+    def _pop(self, size: int) -> bytes:
+        """The first ``size`` buffered bytes (removed)."""
+        out = bytes(self._rx[:size])
+        del self._rx[:size]
+        return out
+
     def discard_input(self) -> None:
         """Drop anything received but not read (stale echoes, prompts, replies after a fault)."""
         rx = getattr(self, "_rx", None)
@@ -222,11 +238,9 @@ class SerialTransport(TransportBase):
     def _receive_until(self, terminator: bytes) -> bytes:
         deadline = time.monotonic() + self.timeout
         while True:
-            i = self._rx.find(terminator)
-            if i >= 0:
-                out = bytes(self._rx[:i])
-                del self._rx[: i + len(terminator)]
-                return out
+            line = self._pop_until(terminator)
+            if line is not None:
+                return line
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._timeout_error()
@@ -244,9 +258,7 @@ class SerialTransport(TransportBase):
             if time.monotonic() > deadline:
                 raise self._timeout_error()
             self._rx.extend(self.port.read(want - len(self._rx)))
-        out = bytes(self._rx[:want])
-        del self._rx[:want]
-        return out
+        return self._pop(want)
 
     def discard_input(self) -> None:
         """Discard anything unread (stale echoes after a fault)."""
@@ -293,11 +305,9 @@ class ModelTransport(TransportBase):
 
     def _receive_until(self, terminator: bytes) -> bytes:
         while True:
-            i = self._rx.find(terminator)
-            if i >= 0:
-                out = bytes(self._rx[:i])
-                del self._rx[: i + len(terminator)]
-                return out
+            line = self._pop_until(terminator)
+            if line is not None:
+                return line
             if not self._pull():
                 raise self._timeout_error()
 
@@ -310,9 +320,7 @@ class ModelTransport(TransportBase):
         while len(self._rx) < size:
             if not self._pull():
                 raise self._timeout_error()
-        out = bytes(self._rx[:size])
-        del self._rx[:size]
-        return out
+        return self._pop(size)
 
 
 class NullTransport(TransportBase):

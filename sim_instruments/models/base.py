@@ -104,22 +104,28 @@ class DeviceModel:
         except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
             message = ""
         self.log.append(message if len(message) < 200 else message[:200] + "…")
-        for hook in list(self.interceptors):
-            action = hook(self, message)
-            if action is None:
-                continue
-            kind, payload = action
-            if kind == "drop":
-                return
-            if kind == "reply":
-                self._out.extend(payload)
-                return
+        if self.intercepted(message):
+            return
         reply = self.handle(message)
         if reply is None:
             return
         if isinstance(reply, str):
             reply = reply.encode("latin-1")
         self._out.extend(reply + self.out_terminator)
+
+    def intercepted(self, message: str) -> bool:
+        """Run the fault hooks on ``message``; True if one dropped it or replaced the reply."""
+        for hook in list(self.interceptors):
+            action = hook(self, message)
+            if action is None:
+                continue
+            kind, payload = action
+            if kind == "drop":
+                return True
+            if kind == "reply":
+                self._out.extend(payload)
+                return True
+        return False
 
     def take(self, max_bytes: int | None = None) -> bytes:
         """Bytes waiting to be read by the driver (all of them, or at most ``max_bytes``)."""

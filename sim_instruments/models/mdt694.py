@@ -70,16 +70,8 @@ class MDT694Model(DeviceModel):
             self._out.extend(raw + b"\r")
         message = text.replace("\n", "").strip()
         self.log.append(message)
-        for hook in list(self.interceptors):
-            action = hook(self, message)
-            if action is None:
-                continue
-            kind, payload = action
-            if kind == "drop":
-                return
-            if kind == "reply":
-                self._out.extend(payload)
-                return
+        if self.intercepted(message):
+            return
         reply = self.handle(message)
         if reply is None:
             self._out.extend(self.error.encode())
