@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from . import units
-from .errors import InputError, InputErrors
+from .errors import InputError, raise_input_errors
 from .instrument.base import Instrument
 from .instrument.protocols import ROLES
 from .yamlio import YamlDoc, load_yaml
@@ -268,8 +268,10 @@ def load_station(path: str | Path) -> StationConfig:
     try:
         model = StationModel.model_validate(doc.data)
     except ValidationError as e:
-        errs = _pydantic_errors(doc, e)
-        raise (errs[0] if len(errs) == 1 else InputErrors(errs)) from None
+        schema_errors = _pydantic_errors(doc, e)
+    else:
+        schema_errors = []
+    raise_input_errors(schema_errors)  # outside the except: the pydantic error is not the user's concern
     cfg = StationConfig(file, doc, model)
     errors: list[InputError] = []
     for name, ic in model.instruments.items():
@@ -341,6 +343,5 @@ def load_station(path: str | Path) -> StationConfig:
                 units.parse_as(v, dim, where=f"{section}.{key}")
             except InputError as e:
                 errors.append(doc.error((section, key), e.what, e.fix))
-    if errors:
-        raise errors[0] if len(errors) == 1 else InputErrors(errors)
+    raise_input_errors(errors)
     return cfg

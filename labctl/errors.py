@@ -34,6 +34,11 @@ class InputError(LabctlError):
         self.fix = fix
         super().__init__(self.render())
 
+    @property
+    def problems(self) -> list["InputError"]:
+        """Every single problem this error stands for (one here; several for InputErrors)."""
+        return [self]
+
     def render(self) -> str:
         where = ""
         if self.file:
@@ -57,8 +62,18 @@ class InputErrors(InputError):
         self.line = errors[0].line if errors else None
         self.fix = None
 
+    @property
+    def problems(self) -> list[InputError]:
+        return list(self.errors)
+
     def render(self) -> str:  # type: ignore[override]
         return "\n".join(e.render() for e in self.errors)
+
+
+def raise_input_errors(errors: "list[InputError]") -> None:
+    """Raise nothing (no errors), the one error, or all of them together as InputErrors."""
+    if errors:
+        raise errors[0] if len(errors) == 1 else InputErrors(list(errors))
 
 
 class InstrumentError(LabctlError):

@@ -72,7 +72,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from . import units
-from .errors import ConnectionLost, InputError, InputErrors
+from .errors import ConnectionLost, InputError, raise_input_errors
 from .yamlio import YamlDoc, load_yaml, loads_yaml
 
 DEFAULT_ERROR_ENTRY = '-222,"Data out of range"'
@@ -158,8 +158,7 @@ class FaultPlan:
                     f"fault {f.index + 1} ({f.kind}) names instrument '{f.instrument}', which is not in the station",
                     file=self.path, line=f.line,
                     fix=f"did you mean '{near[0]}'?" if near else "instruments: " + ", ".join(names)))
-        if errors:
-            raise errors[0] if len(errors) == 1 else InputErrors(errors)
+        raise_input_errors(errors)
 
     def to_dict(self) -> list[dict[str, Any]]:
         return [{"instrument": f.instrument, "kind": f.kind, f.trigger: f.at, "count": f.count,
@@ -208,12 +207,9 @@ def parse_fault_plan(doc: YamlDoc) -> FaultPlan:
     for i, raw in enumerate(data):
         try:
             faults.append(_parse_fault(doc, base + (i,), raw, i))
-        except InputErrors as e:
-            errors.extend(e.errors)
         except InputError as e:
-            errors.append(e)
-    if errors:
-        raise errors[0] if len(errors) == 1 else InputErrors(errors)
+            errors.extend(e.problems)
+    raise_input_errors(errors)
     return FaultPlan(file, faults, description, doc)
 
 
@@ -325,8 +321,7 @@ def _parse_fault(doc: YamlDoc, path: tuple, raw: Any, index: int) -> Fault:
                 params[name] = q
         except InputError as e:
             err(name, e.what, e.fix or _param_example(name))
-    if errors:
-        raise errors[0] if len(errors) == 1 else InputErrors(errors)
+    raise_input_errors(errors)
     return Fault(instrument=str(inst), kind=str(kind), trigger=trig_name, at=at, count=int(count),
                  duration=duration, times=times, params=params, note=note, index=index,
                  line=doc.line(path))
@@ -449,8 +444,7 @@ class FaultInjector:
                 errors.append(InputError(f"fault {f.index + 1} ({f.kind}): {why}", file=self.plan.path,
                                          line=f.line, fix="choose an instrument whose simulator supports this kind "
                                                           "(see docs/faults.md)"))
-        if errors:
-            raise errors[0] if len(errors) == 1 else InputErrors(errors)
+        raise_input_errors(errors)
 
     def install(self, *, autopoll: bool | None = None, interval: float = 0.02) -> "FaultInjector":
         """Check the plan against the models and hook into them; starts the clock. ``autopoll``
@@ -718,6 +712,20 @@ class FaultInjector:
 
 
 # ---- emulated stations ---------------------------------------------------------------------------
+def control_request(address: tuple[str, int], request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One JSON-lines request to an emulator's control port and its reply (OSError when the port
+    cannot be reached); shared by the remote fault injector and the remote twin."""
+    with socket.create_connection(address, timeout=timeout) as s:
+        s.sendall(json.dumps(request, default=str).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return json.loads(buf or b"{}")
+
+
 def sidecar_path(station_file: str | Path) -> Path:
     """Where ``labctl emulate`` describes itself next to the station file it wrote."""
     p = Path(station_file)
@@ -737,18 +745,10 @@ class RemoteFaultInjector:
 
     def _call(self, request: dict[str, Any]) -> dict[str, Any]:
         try:
-            with socket.create_connection(self.control, timeout=self.timeout) as s:
-                s.sendall((json.dumps(request) + "\n").encode())
-                buf = b""
-                while not buf.endswith(b"\n"):
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
+            reply = control_request(self.control, request, self.timeout)
         except OSError as e:
             raise ConnectionLost("emulator", request.get("op"), f"emulator control port "
                                  f"{self.control[0]}:{self.control[1]} unreachable: {e}") from None
-        reply = json.loads(buf or b"{}")
         if not reply.get("ok"):
             err = reply.get("error", "no reply")
             if reply.get("input_error"):

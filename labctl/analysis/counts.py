@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ..errors import InputError, InputErrors
+from ..errors import InputError, raise_input_errors
 from ..yamlio import YamlDoc, load_yaml, loads_yaml
 
 #: Largest count accepted (events). Far above any real experiment, and small enough that every
@@ -68,8 +68,7 @@ class Counts:
         data = {"trials": self.trials, "pump": as_list(self.pump), "read": as_list(self.read),
                 "coincidences": as_list(self.coincidences)}
         errors = _check_values(data, lambda path: None, None)
-        if errors:
-            raise errors[0] if len(errors) == 1 else InputErrors(errors)
+        raise_input_errors(errors)
         object.__setattr__(self, "trials", _as_count(self.trials))
         object.__setattr__(self, "pump", tuple(_as_count(x) for x in self.pump))
         object.__setattr__(self, "read", tuple(_as_count(x) for x in self.read))
@@ -248,8 +247,7 @@ def counts_from_data(data: Any, doc: YamlDoc | None = None, file: str | None = N
         def line(path: tuple) -> int | None:
             return None
     errors = _check_values(data, line, file)
-    if errors:
-        raise errors[0] if len(errors) == 1 else InputErrors(errors)
+    raise_input_errors(errors)
     conv = _as_count
     return Counts(
         trials=conv(data["trials"]),  # type: ignore[arg-type]
@@ -280,10 +278,7 @@ def load_counts_files(paths: Iterable[str | Path]) -> Counts:
     for p in paths:
         try:
             loaded.append(load_counts(p))
-        except InputErrors as e:
-            errors.extend(e.errors)
         except InputError as e:
-            errors.append(e)
-    if errors:
-        raise errors[0] if len(errors) == 1 else InputErrors(errors)
+            errors.extend(e.problems)
+    raise_input_errors(errors)
     return sum_counts(loaded)

@@ -60,7 +60,7 @@ from scipy.linalg import expm, schur, solve_continuous_lyapunov, solve_discrete_
 from scipy.optimize import minimize, nnls
 from scipy.signal import lfilter
 
-from ..errors import InputError, InputErrors
+from ..errors import InputError, raise_input_errors
 from . import parametric as pt
 
 CHANNELS = ("X1", "Y1", "X2", "Y2")
@@ -1506,8 +1506,7 @@ def parametric_settings(seq: Any) -> ParametricSettings:
             key = "chi" if "threshold" in e.what else "gamma"
             err((key,), e.what.replace("γ =", "γ =").replace(" = ", " = ", 1) +
                 " (rates here in s⁻¹ = 2π × the Hz written)", e.fix)
-    if errs:
-        raise errs[0] if len(errs) == 1 else InputErrors(errs)
+    raise_input_errors(errs)
     return ParametricSettings(model, gamma, chi, delta, nbar, eta, mu, gamma_diff, duration, fs,
                               float(settle or 0.0), tau, int(slope), sens if sens and sens > 0 else None,
                               float(scale), fmv, int(blocks), tuple(fixed), dict(raw))

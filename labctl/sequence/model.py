@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, InputErrors
+from ..errors import InputError, raise_input_errors
 from ..yamlio import YamlDoc, load_yaml, loads_yaml
-from .expr import ExprError, Value, dim_of, evaluate, require
+from .expr import ExprError, Value, evaluate, require
 
 #: channel roles a sequence may use when no station is given
 KNOWN_ROLES = ("pump_aom", "read_aom", "aux_aom", "serrodyne", "lock_detector", "filter_1", "filter_2",
@@ -151,7 +151,7 @@ class _Collector:
                 self.errors.append(InputError(f"... and {self.suppressed} more problems not shown", file=self.doc.file,
                                               fix="fix the ones above first"))
                 self.suppressed = 0
-            raise self.errors[0] if len(self.errors) == 1 else InputErrors(self.errors)
+            raise_input_errors(self.errors)
 
 
 def _num_trials(raw: Any) -> float:

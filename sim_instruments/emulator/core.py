@@ -38,7 +38,7 @@ from typing import Any
 
 from labctl.config import StationConfig, load_station
 from labctl.errors import InputError, LabctlError
-from labctl.faults import FaultInjector, FaultPlan, load_fault_plan, sidecar_path
+from labctl.faults import FaultInjector, FaultPlan, control_request, load_fault_plan, sidecar_path
 from labctl.station import SERIAL_PREFIXES, open_transport
 
 from .servers import PtyServer, SocketServer
@@ -387,16 +387,8 @@ class RemoteTwin:
         return cls((host, int(port)))
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        with socket.create_connection(self.control, timeout=self.timeout) as s:
-            s.sendall(json.dumps({"op": "twin", "method": method, "args": list(args),
-                                  "kwargs": kwargs}, default=str).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        reply = json.loads(buf or b"{}")
+        reply = control_request(self.control, {"op": "twin", "method": method, "args": list(args),
+                                               "kwargs": kwargs}, self.timeout)
         if not reply.get("ok"):
             raise LabctlError(f"digital twin in the emulator: {reply.get('error', 'no reply')}")
         return reply.get("result")

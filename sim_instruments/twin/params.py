@@ -22,7 +22,7 @@ import math
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Mapping
 
-from labctl.errors import InputError, InputErrors
+from labctl.errors import InputError, raise_input_errors
 
 Pair = tuple[float, float]
 
@@ -240,8 +240,7 @@ class TwinParams:
                 values[f.name] = _convert(f, raw)
             except InputError as e:
                 errors.append(InputError(e.what, file=file, line=line, fix=e.fix))
-        if errors:
-            raise errors[0] if len(errors) == 1 else InputErrors(errors)
+        raise_input_errors(errors)
         return replace(cls(), **values)
 
 
