@@ -476,8 +476,9 @@ class Runner:
             raise
         except LabctlError as e:
             status, code = "failed", EXIT_FAULT
-            self.fault(getattr(self.faults[-1], "kind", "fault") if self.faults and self.faults[-1].kind == "unrecoverable" else "fault",
-                       getattr(e, "instrument", "run"), "stopped in the safe state", message=str(e))
+            gave_up = bool(self.faults) and self.faults[-1].kind == "unrecoverable"
+            self.fault("unrecoverable" if gave_up else "fault", getattr(e, "instrument", "run"),
+                       "stopped in the safe state", message=str(e))
             self.say(f"labctl: {e}\nlabctl: the run stopped; instruments are in their safe state, data so far kept in {self.folder}")
         except Exception as e:  # a bug: still safe state and keep the data, then report it
             status = "failed"
