@@ -34,6 +34,28 @@ def test_set_writes_command_then_reads_error_queue():
         box.ch2.frequency = 20e3
 
 
+class Odd(Instrument):
+    """Set templates the spliced fast path must not mistake: a format spec on the value, the value
+    twice, a component variable after the value, no value at all."""
+    error_query = None
+    padded = Setting(None, "PAD {value:>6}", limits=(0, 10), check_errors=False)
+    twice = Setting(None, "A {value};B {value}", limits=(0, 10), check_errors=False)
+    after = Setting(None, "SET {value},{unit_}", limits=(0, 10), check_errors=False)
+    bare = Setting(None, "TRIG", mapping={True: "1"}, check_errors=False)
+
+
+def test_set_templates_with_specs_repeats_and_variables():
+    t = RecordingTransport()
+    odd = Odd("odd", t)
+    odd.variables["unit_"] = "V"
+    for _ in range(2):  # the second time from the per-component template cache
+        odd.padded = 3
+        odd.twice = 4
+        odd.after = 5
+        odd.bare = True
+    assert t.written == ["PAD      3", "A 4;B 4", "SET 5,V", "TRIG"] * 2
+
+
 def test_units_in_strings_are_accepted():
     with expected_protocol(Box, [("LEV 1.5", None), NOERR]) as box:
         box.level = "1500 mV"

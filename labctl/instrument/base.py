@@ -6,7 +6,7 @@ A driver declares each setting once::
     class AFG3152C(Instrument):
         error_query = "SYSTem:ERRor?"
         class Channel(Component):
-            frequency = Setting("SOURce{ch}:FREQuency?", "SOURce{ch}:FREQuency {value:.12g}",
+            frequency = Setting("SOURce{ch}:FREQuency?", "SOURce{ch}:FREQuency {value}",
                                 unit="Hz", limits=(1e-6, 150e6), doc="pulse repetition frequency")
 
 and gets: validation before anything is written (limits, choices, safety restrictions from the
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import string
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
 from ..errors import InstrumentError, SettingError
@@ -93,17 +94,17 @@ class Setting:
 
     def validate(self, comp: "Component", value: Any) -> Any:
         """Return the value to send (converted, checked), or raise SettingError. Writes nothing."""
-        where = f"{comp.full_name}"
         if isinstance(value, str) and self.dim and not (self.mapping and value in self.mapping):
-            value = _units.parse_as(value, self.dim, where=f"{where}.{self.name}")
+            value = _units.parse_as(value, self.dim, where=f"{comp.full_name}.{self.name}")
         if self.mapping is not None or (self.choices is not None and self.limits is None):
             if self.choices is not None and value not in self.choices:
-                raise SettingError(where, self.name, value, "choices " + ", ".join(map(repr, self.choices)))
+                raise SettingError(comp.full_name, self.name, value,
+                                   "choices " + ", ".join(map(repr, self.choices)))
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SettingError(where, self.name, value, "numbers", self.unit)
+            raise SettingError(comp.full_name, self.name, value, "numbers", self.unit)
         if not math.isfinite(value):
-            raise SettingError(where, self.name, value, "finite numbers", self.unit)
+            raise SettingError(comp.full_name, self.name, value, "finite numbers", self.unit)
         lim = self.limits_for(comp)
         if lim is not None:
             lo, hi = lim
@@ -113,7 +114,8 @@ class Setting:
             tol_hi = 1e-12 * max(abs(hi), 1e-6 * abs(lo))
             if not (lo - tol_lo <= value <= hi + tol_hi):
                 u = f" {self.unit}" if self.unit else ""
-                raise SettingError(where, self.name, value, f"range {lo:g}{u} to {hi:g}{u}", self.unit)
+                raise SettingError(comp.full_name, self.name, value, f"range {lo:g}{u} to {hi:g}{u}",
+                                   self.unit)
             value = min(max(value, lo), hi)  # within rounding tolerance: send the limit itself
         if self.step:
             value = round(value / self.step) * self.step
@@ -132,16 +134,33 @@ class Setting:
             return value
         return self.fmt.format(value)
 
+    def set_command(self, comp: "Component", text: str) -> str:
+        """The set command for ``comp`` carrying the formatted value ``text``. The template's
+        component variables are substituted once per component, then the value is spliced in."""
+        parts = comp._set_templates.get(self.name)
+        if parts is None:
+            fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(self.set_cmd)
+                      if f == "value"]
+            parts = ()
+            if fields == [("value", "", None)]:  # exactly one plain {value}: splice it in
+                marker = "\x00"  # cannot occur in a template or a variable
+                head, _, tail = self.set_cmd.format(value=marker, **comp.variables).partition(marker)
+                parts = (head, tail)
+            comp._set_templates[self.name] = parts
+        if not parts:
+            return self.set_cmd.format(value=text, **comp.variables)
+        return parts[0] + text + parts[1]
+
     def write(self, comp: "Component", value: Any) -> None:
         if self.set_cmd is None:
             raise AttributeError(f"{comp.full_name}.{self.name} is read-only")
         v = self.validate(comp, value)
         for name in self.invalidates:
             comp._cache.pop(name, None)
-        cmd = self.set_cmd.format(value=self.format_value(v), **comp.variables)
+        cmd = self.set_command(comp, self.format_value(v))
         comp.write(cmd)
         if self.check_errors:
-            comp.instrument.check_errors(cmd)
+            comp._instrument.check_errors(cmd)
         comp._cache[self.name] = v
 
     def read(self, comp: "Component") -> Any:
@@ -149,8 +168,10 @@ class Setting:
             if self.name in comp._cache:
                 return comp._cache[self.name]
             raise AttributeError(f"{comp.full_name}.{self.name} cannot be read back from the instrument")
-        reply = comp.query(self.get_cmd.format(**comp.variables))
-        return self.parse_reply(comp, reply)
+        cmd = comp._get_commands.get(self.name)
+        if cmd is None:  # the component's variables substituted once
+            cmd = comp._get_commands[self.name] = self.get_cmd.format(**comp.variables)
+        return self.parse_reply(comp, comp.query(cmd))
 
     def parse_reply(self, comp: "Component", reply: str) -> Any:
         text = reply.strip()
@@ -180,7 +201,8 @@ def on_off(token_on: str = "ON", token_off: str = "OFF") -> dict:
 class Component:
     """Something that owns settings: an instrument, or one channel of it.
 
-    ``variables`` are substituted into the settings' command templates (``{ch}``).
+    ``variables`` are substituted into the settings' command templates (``{ch}``). Set them
+    before the first I/O (in ``__init__``): each setting's command is built once per component.
     """
 
     def __init__(self, parent: "Component | None", name: str, **variables: Any) -> None:
@@ -189,15 +211,17 @@ class Component:
         self.variables = dict(parent.variables if parent else {}, **variables)
         self._restrictions: dict[str, Limits] = {}
         self._cache: dict[str, Any] = {}
+        #: per-setting commands with this component's variables substituted (built on first use)
+        self._get_commands: dict[str, str] = {}
+        self._set_templates: dict[str, tuple[str, ...]] = {}
         self._components: dict[str, Component] = {}
+        #: the instrument this component belongs to (fixed at construction; looked up on every I/O)
+        self._instrument: Component = parent._instrument if parent is not None else self
 
     # -- structure ------------------------------------------------------------------------------
     @property
     def instrument(self) -> "Instrument":
-        c: Component = self
-        while c.parent is not None:
-            c = c.parent
-        return c  # type: ignore[return-value]
+        return self._instrument  # type: ignore[return-value]
 
     @property
     def full_name(self) -> str:
@@ -258,10 +282,10 @@ class Component:
 
     # -- I/O goes to the instrument ---------------------------------------------------------------
     def write(self, command: str) -> None:
-        self.instrument.write(command)
+        self._instrument.write(command)
 
     def query(self, command: str) -> str:
-        return self.instrument.query(command)
+        return self._instrument.query(command)
 
     # -- provenance -----------------------------------------------------------------------------
     def snapshot_settings(self) -> dict[str, Any]:

@@ -197,6 +197,17 @@ class VisaTransport(TransportBase):
                 log.debug("%s -> %r", self.name, text)
             return text
 
+    def query(self, message: str) -> str:
+        """One pyvisa ``query`` (write, then read up to the read terminator) under one lock."""
+        with self.lock:
+            if self.debug_io:
+                log.debug("%s <- %r", self.name, message)
+            self._last_command = message
+            text = self._io(self.inst.query, message)
+            if self.debug_io:
+                log.debug("%s -> %r", self.name, text)
+            return text
+
     def _send(self, data: bytes) -> None:
         self._io(self.inst.write_raw, data)
 
