@@ -61,9 +61,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from scipy.special import betainc, betaincinv, betaln
 
 from .counts import Counts
+
+
+def _special():  # noqa: ANN202
+    """scipy.special, imported on first use (it costs ~0.2 s, paid only when g2 is analysed)."""
+    import scipy.special
+
+    return scipy.special
 
 #: Probability on each side of the median held by the reported interval (supplement: "±34 %").
 HALF_INTERVAL = 0.34
@@ -145,17 +151,17 @@ class G2Density:
         if not hi > lo:  # pragma: no cover - degenerate only for absurd inputs
             hi = lo + max(abs(lo), 1.0) * 1e-9
         x = np.linspace(lo, hi, _N_TABLE)
-        table = np.maximum.accumulate(betainc(self.alpha, self.beta, np.clip(x / self.scale, 0.0, 1.0)))
+        q = np.clip(x / self.scale, 0.0, 1.0)
+        table = np.maximum.accumulate(_special().betainc(self.alpha, self.beta, q))
         table[0], table[-1] = 0.0, 1.0
         self._x0, self._h, self._table = float(lo), float(x[1] - x[0]), table
         self._step = np.append(np.diff(table), 0.0)
         # probability density times table step: the slopes of the smooth (cubic Hermite) lookup
-        q = np.clip(x / self.scale, 0.0, 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             logpdf = ((self.alpha - 1.0) * np.log(q) + (self.beta - 1.0) * np.log1p(-q)
-                      - betaln(self.alpha, self.beta))
+                      - _special().betaln(self.alpha, self.beta))
         if self.c == 0:
-            logpdf[q == 0.0] = -betaln(self.alpha, self.beta)
+            logpdf[q == 0.0] = -_special().betaln(self.alpha, self.beta)
         self._slope = np.nan_to_num(np.exp(logpdf) * (self._h / self.scale), nan=0.0, posinf=0.0)
 
     @property
@@ -165,7 +171,7 @@ class G2Density:
 
     def ppf(self, u: Any) -> Any:
         """Quantile function (inverse distribution function) of g2."""
-        return betaincinv(self.alpha, self.beta, u) * self.scale
+        return _special().betaincinv(self.alpha, self.beta, u) * self.scale
 
     def cdf(self, x: np.ndarray) -> np.ndarray:
         """P(g2 ≤ x), from the table (linear interpolation, absolute error ≲ 2e-6)."""
@@ -201,7 +207,8 @@ class G2Density:
 
     def exact_cdf(self, x: np.ndarray) -> np.ndarray:
         """P(g2 ≤ x) from the regularised incomplete beta function (slower; for checks)."""
-        return betainc(self.alpha, self.beta, np.clip(np.asarray(x, float) / self.scale, 0.0, 1.0))
+        q = np.clip(np.asarray(x, float) / self.scale, 0.0, 1.0)
+        return _special().betainc(self.alpha, self.beta, q)
 
 
 def rm_value(a: float | None, b: float | None) -> float | None:
