@@ -37,7 +37,7 @@ from .sequence.apply import apply_program, enable_outputs
 from .sequence.compile import CompiledSequence, compile_sequence
 from .sequence.model import Sequence, parse_sequence
 from .station import Station
-from .storage import (BlockEntry, Journal, RunLock, dumps, git_commit, preflight, vector_to_counts,
+from .storage import (RECORD_FORMAT, BlockEntry, Journal, RunLock, dumps, git_commit, preflight, vector_to_counts,
                       counts_to_vector, write_atomic, write_run_file)
 from .yamlio import loads_yaml
 
@@ -100,6 +100,7 @@ class Runner:
         self.injector: Any = None
         self._last_h5 = 0.0
         self._paused = 0.0
+        self._counting: dict[str, Any] = {}  #: record format, resolution and windows of the last block
         self._programs_applied: dict[str, dict[str, Any]] = {}
         self._lock_started = False
         self._critical = 0            #: >0 while committing a block: a signal waits until it is done
@@ -347,7 +348,12 @@ class Runner:
         if self.twin is not None and hasattr(self.twin, "begin_block"):
             self.twin.begin_block(point=k, block=b, sync_start=sync_start, seed=self.opts.seed)
         res = self.with_retry(name, "reading the resolution", tagger.resolution, point=k)
-        hc = HeraldCounter.from_windows("TimeHarp260N_T3", pw, rw, res)
+        hc = HeraldCounter.from_windows(RECORD_FORMAT, pw, rw, res)
+        #: how the block's records were counted: stored with the block, so ``labctl verify`` can
+        #: recount them from the raw records alone
+        self._counting = {"record_format": RECORD_FORMAT, "resolution_s": float(res),
+                          "pump_window_s": [float(pw[0]), float(pw[1])],
+                          "read_window_s": [float(rw[0]), float(rw[1])], "channels": [0, 1]}
         chunks: list[np.ndarray] = []
 
         def run() -> None:
@@ -538,7 +544,7 @@ class Runner:
                         continue  # a mode hop during the block: repeat it
                     expected = rates if expected is None else [0.8 * e + 0.2 * r for e, r in zip(expected, rates)]
                     entry = BlockEntry(k, b, n, done, vec, 0, 0, paused_s=self._paused, lock=lock_tel,
-                                       wall_time=time.monotonic() - t0)
+                                       wall_time=time.monotonic() - t0, extra={"counting": self._counting})
                     self._critical += 1
                     try:
                         self.journal.commit_block(entry, recs)

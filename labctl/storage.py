@@ -31,6 +31,7 @@ from .errors import InputError, LabctlError
 
 FORMAT = "labctl-run"
 FORMAT_VERSION = 1
+RECORD_FORMAT = "TimeHarp260N_T3"  #: the raw records' format (PicoQuant record type 0x00010305)
 COUNT_FIELDS = ("trials", "p1", "p2", "r1", "r2", "c11", "c12", "c21", "c22")  #: c_ij: read i, herald j
 
 
@@ -135,8 +136,13 @@ class Journal:
             self._load()
         self._fh = open(self.path, "a", encoding="utf-8")
 
+    @staticmethod
+    def records_path_in(folder: Path, point: int) -> Path:
+        """The raw record file of sweep point ``point`` in the run folder ``folder``."""
+        return Path(folder) / "records" / f"p{point:03d}.u32"
+
     def records_path(self, point: int) -> Path:
-        return self.folder / "records" / f"p{point:03d}.u32"
+        return self.records_path_in(self.folder, point)
 
     def _load(self) -> None:
         good = 0
@@ -303,7 +309,12 @@ def write_run_file(folder: Path, manifest: dict[str, Any], journal: Journal, *,
             recs = journal.records(k)
             g.create_dataset("records", data=recs, dtype="<u4", chunks=(min(max(recs.size, 1), 1 << 18),),
                              compression="gzip", compression_opts=1, shuffle=True, maxshape=(None,))
-            g["records"].attrs["format"] = "TimeHarp260N_T3 (PicoQuant record type 0x00010305), one trial per sync"
+            g["records"].attrs["format"] = f"{RECORD_FORMAT} (PicoQuant record type 0x00010305), one trial per sync"
+            counting = [b.extra["counting"] for b in blocks if "counting" in b.extra]
+            if counting:  # how the counts were made from the records (labctl verify recounts them)
+                same = all(c == counting[0] for c in counting)
+                g.attrs["counting"] = dumps(counting[0] if same and len(counting) == len(blocks) else
+                                            [b.extra.get("counting") for b in blocks])
         events = [e for e in journal.events]
         f.create_dataset("events", data=dumps(events), dtype=str_dt)
         if telemetry:

@@ -12,6 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
+from labctl.verify import verify_run
+
 REPO = Path(__file__).resolve().parents[1]
 LABCTL = [sys.executable, "-m", "labctl.cli"]
 
@@ -64,3 +66,6 @@ def test_killed_emulated_run_resumes_with_every_trial_once(emulated, tmp_path):
             assert list(b["sync_start"]) == list(np.cumsum([0] + list(b["trials"][:-1])))
         res = {f["instruments"][n].attrs["resource"] for n in f["instruments"]}
     assert any(x.startswith("TCPIP0::127.0.0.1") for x in res) and any("/dev/pts/" in x for x in res)
+    check = verify_run(run)  # every trial once, every block's counts recounted from its records
+    assert check.ok, check.all_problems
+    assert sum(pt.recounted_blocks for pt in check.points) == sum(pt.blocks for pt in check.points)

@@ -14,6 +14,7 @@ import pytest
 
 from labctl.cli import main
 from labctl.storage import BlockEntry, Journal
+from labctl.verify import verify_run
 
 REPO = Path(__file__).resolve().parents[1]
 LABCTL = [sys.executable, "-m", "labctl.cli"]
@@ -107,6 +108,9 @@ def test_sigkill_then_resume_counts_every_trial_once(tmp_path):
             assert f["points"][name]["records"].size == b["records_count"].sum()
     after = [json.loads(l) for l in (out / "journal.jsonl").read_text().splitlines() if '"type": "block"' in l]
     assert after[:len(before)] == before  # nothing committed before the kill was rewritten
+    check = verify_run(out)  # every trial once, every block's counts recounted from its records
+    assert check.ok, check.all_problems
+    assert sum(pt.recounted_blocks for pt in check.points) == sum(pt.blocks for pt in check.points)
 
 
 @pytest.mark.slow
