@@ -229,9 +229,12 @@ def fit_fringe(volts: Sequence[float], signal: Sequence[float], volts_per_2pi: f
                              residual_rms_v=rms, points=int(v.size), span_v=(float(v.min()), float(v.max())))
 
 
-def _voltage_writer(actuator: Any) -> Callable[[float], None]:
-    """``actuator.set_voltage(v, confirm=False)`` when it takes ``confirm`` (MDT694: one write, no
-    read-back), else ``actuator.set_voltage(v)``."""
+def _voltage_writer(actuator: Any, confirm: bool = False) -> Callable[[float], None]:
+    """``actuator.set_voltage(v, confirm=confirm)`` when it takes ``confirm``, else
+    ``actuator.set_voltage(v)``. MDT694: ``confirm=False`` is one write and no read-back (the lock
+    loop); ``confirm=True`` reads the output back, so the voltage is applied before the next
+    fringe read (calibration and re-acquisition scans: a serial write still in flight would
+    otherwise pair a reading with the previous set point)."""
     import functools
     import inspect
 
@@ -241,7 +244,7 @@ def _voltage_writer(actuator: Any) -> Callable[[float], None]:
     except (TypeError, ValueError):
         return fn
     if "confirm" in params:
-        return functools.partial(fn, confirm=False)
+        return functools.partial(fn, confirm=confirm)
     return fn
 
 
@@ -544,6 +547,7 @@ class PhaseLock:
         self._v2pi_given = None if volts_per_2pi is None else _finite("volts_per_2pi", volts_per_2pi, positive=True)
         self.on_event = on_event
         self._write = _voltage_writer(actuator)
+        self._write_confirmed = _voltage_writer(actuator, confirm=True)
         self._pid = PID(0.0, 0.0, 0.0, setpoint=0.0, sample_time=None)
         self._mutex = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -667,12 +671,12 @@ class PhaseLock:
             volts = np.linspace(a, b, points)
             self._state = IDLE
             self._last = (math.nan, math.nan, False)
-            self._write_v(float(volts[0]))
+            self._write_v(float(volts[0]), confirmed=True)
             for _ in range(settle_cycles):
                 self._read_mean()
             vals = []
             for v in volts:
-                self._write_v(float(v))
+                self._write_v(float(v), confirmed=True)
                 vals.append(self._read_mean())
             cal = fit_fringe(volts, vals, v2pi, name=self.name)
             self._set_calibration(cal)
@@ -850,10 +854,12 @@ class PhaseLock:
         self._range = self.output_range
         return self._range
 
-    def _write_v(self, v: float) -> None:
+    def _write_v(self, v: float, *, confirmed: bool = False) -> None:
+        """Set the actuator to ``v`` (clipped to the range); ``confirmed``: wait until it is applied
+        (sweeps, where each reading must belong to its set point)."""
         lo, hi = self._range
         v = min(max(v, lo), hi)
-        self._write(v)
+        (self._write_confirmed if confirmed else self._write)(v)
         self._out = v
 
     def _read_mean(self) -> float:
@@ -1063,7 +1069,7 @@ class PhaseLock:
         self._scan_i = 0
         self._state = SCANNING
         self._reacquiring = True
-        self._write_v(float(self._scan_v[0]))  # first point; the next read belongs to it
+        self._write_v(float(self._scan_v[0]), confirmed=True)  # first point; the next read belongs to it
         self._scan_i = 1
 
     def _scan(self, vals: Sequence[float], acc: _Acc) -> None:
@@ -1083,7 +1089,7 @@ class PhaseLock:
             return
         self._scan_vals.append(float(sum(vals) / len(vals)))
         if self._scan_i < len(self._scan_v):
-            self._write_v(float(self._scan_v[self._scan_i]))
+            self._write_v(float(self._scan_v[self._scan_i]), confirmed=True)
             self._scan_i += 1
             return
         volts = self._scan_v[: len(self._scan_vals)]

@@ -67,12 +67,40 @@ class FakeStretcher:
         self.writes += 1
 
 
+class LaggingStretcher(FakeStretcher):
+    """A serial piezo driver whose unconfirmed writes are still in flight: the output changes only
+    at the ``lag``-th detector read after the write (the emulator's pty thread, or 0.6 ms of RS-232
+    at 115200 baud).
+    A confirmed write (read back) is applied before it returns."""
+
+    def __init__(self, lag=3, **kw):
+        super().__init__(**kw)
+        self.lag, self.pending = lag, []
+
+    def set_voltage(self, v, confirm=False):
+        assert self.voltage_range[0] - 1e-9 <= v <= self.voltage_range[1] + 1e-9
+        self.writes += 1
+        if confirm:
+            self.pending.clear()
+            self.v = v
+        else:
+            self.pending.append([self.lag, v])
+
+    def tick(self):
+        for p in self.pending:
+            p[0] -= 1
+        while self.pending and self.pending[0][0] <= 0:
+            self.v = self.pending.pop(0)[1]
+
+
 class FakeDetector:
     def __init__(self, plant, stretcher):
         self.plant, self.stretcher = plant, stretcher
 
     def read_voltage(self, pin):
         assert pin == "AIN0"
+        if hasattr(self.stretcher, "tick"):
+            self.stretcher.tick()
         return self.plant.sample(self.stretcher.v)
 
 
@@ -102,6 +130,26 @@ def test_fit_fringe_recovers_period_amplitude_offset_phase():
     # with a known period only A, offset and phase are fitted
     cal2 = fit_fringe(v, s, volts_per_2pi=17.3)
     assert cal2.amplitude_v == pytest.approx(0.8, rel=1e-2) and cal2.volts_per_2pi == 17.3
+
+
+def test_calibration_sweep_waits_for_a_lagging_actuator():
+    """Each fringe reading must belong to its set point even when plain writes arrive late."""
+    def wrapped(x):
+        return (x + math.pi) % (2 * math.pi) - math.pi
+
+    plant = Interferometer(walk=0.0, thermal=0.0, noise_v=0.002, phase0=0.3)
+    st = LaggingStretcher(lag=3)
+    cal = PhaseLock(FakeDetector(plant, st), "AIN0", st).calibrate_fringe(points=200)
+    assert cal.volts_per_2pi == pytest.approx(plant.v2pi, rel=0.01)
+    assert cal.amplitude_v == pytest.approx(plant.amplitude, rel=0.02)
+    assert wrapped(cal.phase_at_zero_rad - 0.3) == pytest.approx(0.0, abs=0.03)
+    # control: with unconfirmed writes each reading belongs to the set point two steps back
+    st = LaggingStretcher(lag=3)
+    lagging = PhaseLock(FakeDetector(plant, st), "AIN0", st)
+    lagging._write_confirmed = lagging._write
+    shifted = lagging.calibrate_fringe(points=200)
+    step = 150.0 / 199
+    assert wrapped(shifted.phase_at_zero_rad - 0.3) == pytest.approx(-2 * math.pi * 2 * step / plant.v2pi, abs=0.05)
 
 
 def test_fit_fringe_refuses_flat_signal_and_short_sweep():
