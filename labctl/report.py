@@ -104,13 +104,22 @@ def summary_text(rep: dict[str, Any]) -> str:
     if lk.get("rms_error") is not None:
         lines.append(f"  phase lock: {lk['rms_error']:.3g} rad RMS, locked {100 * (lk.get('locked_fraction') or 0):.1f} % "
                      f"of the time, {lk.get('jumps', 0)} range jumps, {lk.get('relocks', 0)} re-locks")
-    faults = rep.get("faults") or []
+    every = rep.get("faults") or []
+    faults = [f for f in every if f.get("injected") is not False]
+    planned = [f for f in every if f.get("injected") is False]
     if faults:
         lines.append(f"  faults met: {len(faults)}")
         for f in faults[:10]:
             lines.append(f"    - {f.get('kind')}: {f.get('instrument', '')} — {f.get('handling', '')}")
+        if len(faults) > 10:
+            lines.append(f"    … and {len(faults) - 10} more (report.json)")
     else:
         lines.append("  faults met: none")
+    if planned:
+        lines.append(f"  planned faults never triggered: {len(planned)}")
+        for f in planned[:10]:
+            where = f" (plan line {f['line']})" if f.get("line") else ""
+            lines.append(f"    - {f.get('message', f.get('kind'))}{where}")
     files = rep.get("files") or {}
     if files:
         lines.append(f"  run file: {files.get('run_file')}")

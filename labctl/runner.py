@@ -613,6 +613,14 @@ class Runner:
             out.append({"kind": kind, "instrument": inst, "injected": True, "t": ev.get("time"),
                         "message": str(ev.get("details", "")),
                         "handling": absorbed.get(kind, "injected; the run saw no error from it")})
+        # a fault of the plan whose trigger never came: say so, or a CI job would believe the
+        # fault was exercised
+        fired = {ev.get("fault") for ev in getattr(self.injector, "events", []) or []}
+        for f in getattr(self.plan, "faults", []) if self.injector is not None else []:
+            if f.index not in fired:
+                out.append({"kind": f.kind, "instrument": f.instrument, "injected": False, "line": f.line,
+                            "message": f"planned: {f.describe()}",
+                            "handling": "never triggered: the run ended before the trigger came"})
         return out
 
     def _finish(self, status: str) -> None:

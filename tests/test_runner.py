@@ -148,3 +148,20 @@ def test_journal_survives_a_torn_write(tmp_path):
     j2.close()
     j3 = Journal(tmp_path)
     assert [b.block for b in j3.blocks] == [0, 1, 2, 3] and j3.records(0)[-1] == 7
+
+
+def test_a_planned_fault_that_never_triggers_is_reported_as_such(tmp_path, capsys):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("- instrument: afg\n  kind: timeout\n  after_commands: 100000\n"
+                    "- instrument: afg\n  kind: error_queue\n  after_commands: 20\n")
+    out = tmp_path / "run"
+    rc = main(["run", SEQ, "--config", CFG, "--sim", "--faults", str(plan), "--out", str(out), "--seed", "2",
+               "--trials", "2e5", "--progress", "off", "--no-plots"])
+    assert rc == 0
+    faults = json.loads((out / "report.json").read_text())["faults"]
+    never = [f for f in faults if f.get("injected") is False]
+    assert [(f["kind"], f["line"]) for f in never] == [("timeout", 1)]
+    assert "after 100000 commands" in never[0]["message"]
+    assert any(f["kind"] == "instrument_error" for f in faults)  # the error-queue entry was met
+    err = capsys.readouterr().err
+    assert "planned faults never triggered: 1" in err and "faults met: 1" in err
