@@ -15,7 +15,7 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .errors import EXIT_FAULT, EXIT_INPUT, EXIT_INTERRUPTED, InputError, LabctlError
+from .errors import EXIT_FAULT, EXIT_INPUT, EXIT_INTERRUPTED, InputError, Interrupted, LabctlError
 
 DESCRIPTION = """\
 labctl drives quantum-optomechanics experiments: lasers, AOM pulse generators, the serrodyne AWG,
@@ -55,8 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while starting up: nothing was touched yet
+        print("labctl: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_INPUT
@@ -75,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"labctl: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         print("labctl: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:

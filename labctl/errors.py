@@ -18,6 +18,11 @@ class LabctlError(Exception):
     exit_code = EXIT_FAULT
 
 
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM, raised at a safe point of a run (a BaseException, like
+    KeyboardInterrupt, so no ``except Exception`` swallows it); exit code 130."""
+
+
 class InputError(LabctlError):
     """Invalid user input: a config, sequence, counts or data file, or a command-line value.
 

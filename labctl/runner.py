@@ -21,6 +21,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ import numpy as np
 from . import __version__
 from .config import StationConfig, load_station
 from .errors import (EXIT_FAULT, EXIT_INTERRUPTED, EXIT_OK, ConnectionLost, InputError, InstrumentError,
-                     InstrumentTimeout, LabctlError)
+                     InstrumentTimeout, Interrupted, LabctlError)
 from .report import build_report, lock_summary, summary_text, sum_counts
 from .sequence.apply import apply_program, enable_outputs
 from .sequence.compile import CompiledSequence, compile_sequence
@@ -49,12 +50,9 @@ LAB_BLOCK_SECONDS = 60.0
 MAX_RETRIES = 3
 BACKOFF_S = (0.05, 0.2, 0.8)
 H5_REWRITE_S = 3.0
+MAX_SILENT_REPEATS = 3          #: a block repeated this often with a silent detector stops the run
 LOCK_CYCLES_PER_BLOCK = 400    #: lock cycles run before each block (20 ms at 20 kHz): its telemetry
 LOCK_ACQUIRE_CYCLES = 40000    #: cycles allowed to (re-)acquire the lock (2 s at 20 kHz)
-
-
-class Interrupted(BaseException):
-    """Ctrl-C or SIGTERM."""
 
 
 @dataclass
@@ -101,10 +99,13 @@ class Runner:
         self._last_h5 = 0.0
         self._paused = 0.0
         self._counting: dict[str, Any] = {}  #: record format, resolution and windows of the last block
+        self._block_photons: list[int] | None = None  #: all clicks of detectors 1, 2 in the last block
         self._programs_applied: dict[str, dict[str, Any]] = {}
         self._lock_started = False
         self._critical = 0            #: >0 while committing a block: a signal waits until it is done
         self._pending_signal: str | None = None
+        self._finishing = False       #: True while the run ends (safe state, report, run file)
+        self._faults_before = 0       #: faults committed by earlier processes of a resumed run
 
     # ------------------------------------------------------------------------------------------
     # set-up
@@ -214,6 +215,7 @@ class Runner:
         """Run ``fn``; on a timeout or a lost link retry with back-off, reconnecting (and
         re-programming, since a rebooted instrument lost its settings) before each retry."""
         for attempt in range(MAX_RETRIES + 1):
+            self.check_interrupt()
             try:
                 return fn()
             except (InstrumentTimeout, ConnectionLost) as e:
@@ -281,6 +283,36 @@ class Runner:
             db = units.parse_as(value, "dB", where=f"calibration.attenuators.{name}")
             voa = self.station[name]  # type: ignore[index]
             self.with_retry(name, "setting the attenuation", lambda voa=voa, db=db: voa.set_attenuation(db))
+
+    def _detectors_to_setpoints(self) -> None:
+        """Bias the SNSPDs at ``calibration.snspd.detector_<n>.bias`` and switch their sources on
+        (a safe state, at the end of the previous run or after a crash, left them at 0 V and off).
+        A detector without a calibrated bias must already be biased: otherwise every block would
+        be silent, so the run refuses to start."""
+        from .calibrations import station_detectors
+
+        try:
+            dets = station_detectors(self.station)
+        except InputError as e:
+            if "maps no 'detector_<n>_bias' channels" in str(e):
+                return  # no bias control in this station: nothing to restore
+            raise
+        for d in dets:
+            src = d.bias.port(d.port) if (d.port is not None and hasattr(d.bias, "port")) else d.bias
+            inst = self.cfg.model.channels[f"{d.name}_bias"].instrument
+            if d.bias_v is not None:
+                self.with_retry(inst, f"biasing {d.name}", lambda src=src, v=d.bias_v: src.set_bias(v))
+                self.with_retry(inst, f"switching {d.name}'s bias on", lambda src=src: src.set_output(True))
+                continue
+            bias = float(self.with_retry(inst, f"reading {d.name}'s bias", src.bias))
+            out_on = self.with_retry(inst, f"reading {d.name}'s output", lambda src=src: getattr(src, "output", True))
+            if not out_on or abs(bias) < 1e-3:
+                raise InputError(
+                    f"{d.name} is not biased ({bias:g} V, output {'on' if out_on else 'off'}: a safe state "
+                    "leaves the SNSPDs at 0 V) and the station gives no bias to restore: every block "
+                    "would be silent", file=self.cfg.path, line=self.cfg.doc.line(("calibration",)),
+                    fix=f"add calibration: {{snspd: {{{d.name}: {{bias: <V>}}}}}} to the station (the "
+                        "bias on the detector's efficiency plateau)")
 
     def _check_lasers(self, k: int, b: int) -> bool:
         """True when every laser is where it should be; re-sets a laser that hopped."""
@@ -361,6 +393,7 @@ class Runner:
             hc.tally = type(hc.tally)()
             tagger.start(n * self.seq.period)
             while True:
+                self.check_interrupt()  # the tagger is stopped by its safe state
                 recs = tagger.read_records(timeout=0.2)
                 if recs.size:
                     hc.feed(recs)
@@ -375,18 +408,41 @@ class Runner:
             tagger.stop()
 
         self.with_retry(name, f"acquiring block {b + 1} of point {k + 1}", run, reprogram=True, point=k)
-        counts = hc.result(trials=n).counts(channels=(0, 1))
+        result = hc.result(trials=n)
+        counts = result.counts(channels=(0, 1))
+        self._block_photons = [int(result.tally.photons[0]), int(result.tally.photons[1])]
         recs = np.concatenate(chunks) if chunks else np.zeros(0, np.uint32)
         return recs, counts_to_vector(counts)
 
-    def _latched_detectors(self, vec: list[int], expected: list[float] | None) -> list[int]:
-        """Detectors whose herald + read clicks collapsed in a block (an SNSPD that latched): far
-        below their rate in earlier blocks, or, in the first block, far below the other detector's
-        (the arms are balanced, so the two detectors click at similar rates)."""
+    def _latched_detectors(self, vec: list[int], expected: list[float] | None, photons: list[int] | None = None,
+                           n: int = 0) -> list[int]:
+        """Detectors that went silent in a block (an SNSPD that latched, or lost its bias): their
+        herald + read clicks far below their rate in earlier blocks of the point (this process's
+        or, after a resume, the journal's), or, in a point's first block, far below the other
+        detector's (the arms are balanced, so the two click at similar rates); or, whatever the
+        history, all their clicks (``photons``: any time in the period) far below the station's
+        ``calibration.snspd.detector_<n>.min_rate`` over the block's duration (``n`` trials)."""
         got = [vec[1] + vec[3], vec[2] + vec[4]]
         if expected is None:
             expected = [float(got[1]), float(got[0])]
-        return [d for d in range(2) if expected[d] >= 50 and got[d] < 0.1 * expected[d]]
+        silent = {d for d in range(2) if expected[d] >= 50 and got[d] < 0.1 * expected[d]}
+        if photons is not None:
+            for d, rate in enumerate(self._min_rates()):
+                floor = (rate or 0.0) * n * self.seq.period
+                if floor >= 50 and photons[d] < 0.1 * floor:
+                    silent.add(d)
+        return sorted(silent)
+
+    def _min_rates(self) -> list[float | None]:
+        """``calibration.snspd.detector_<n>.min_rate`` (Hz) of detectors 1 and 2, None if not given."""
+        from . import units
+
+        cal = ((self.cfg.model.calibration or {}).get("snspd") or {})
+        out: list[float | None] = []
+        for d in (1, 2):
+            v = (cal.get(f"detector_{d}") or {}).get("min_rate") if isinstance(cal.get(f"detector_{d}"), dict) else None
+            out.append(None if v is None else units.parse_as(v, "Hz", where=f"calibration.snspd.detector_{d}.min_rate"))
+        return out
 
     def _recover_detectors(self, dets: list[int], k: int, b: int) -> None:
         ports = {d: self.cfg.model.channels.get(f"detector_{d + 1}_bias") for d in dets}
@@ -400,6 +456,7 @@ class Runner:
             self.with_retry(ch.instrument, "resetting the latched detector", lambda port=port: port.reset_latch(0.01), point=k)
             self.fault("latched_detector", f"{ch.instrument} port {ch.output}",
                        "block discarded, bias reset (zero and back), block repeated", point=k, block=b)
+        self._detectors_to_setpoints()  # a detector that lost its bias gets the calibrated one back
 
     def _lock_block(self, k: int, b: int) -> dict[str, Any]:
         """Run the lock for a sample of cycles before a block and return its telemetry; while the
@@ -426,8 +483,36 @@ class Runner:
     # the run
     # ------------------------------------------------------------------------------------------
     def run(self) -> int:
+        """Run (or resume) the sequence; returns the exit code. Ctrl-C and SIGTERM are taken from
+        the first moment: a signal is recorded and acted on at the next safe point (between
+        instrument exchanges, in the tagger's read loop, between blocks), never in the middle of
+        a query or a commit; a second signal outside a commit stops at once."""
+        in_main = threading.current_thread() is threading.main_thread()
+        old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+        for sig in old:
+            signal.signal(sig, self._on_signal)
+        try:
+            return self._run()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        first = self._pending_signal is None
+        self._pending_signal = self._pending_signal or name
+        if not first and not self._critical and not self._finishing:
+            raise Interrupted(name)  # asked twice: do not wait for the next safe point
+
+    def check_interrupt(self) -> None:
+        """Raise Interrupted if Ctrl-C / SIGTERM came and no commit is in progress (a safe point)."""
+        if self._pending_signal is not None and not self._critical and not self._finishing:
+            raise Interrupted(self._pending_signal)
+
+    def _run(self) -> int:
         self._load()
         self._compile()
+        self.check_interrupt()
         if not self.opts.resume:
             if (self.folder / "manifest.json").exists() or (self.folder / "journal.jsonl").exists():
                 raise InputError(f"{self.folder} already holds a run", fix=f"continue it with 'labctl run --resume "
@@ -436,31 +521,24 @@ class Runner:
             preflight(self.folder, est)
             self._write_manifest()
         self.journal = Journal(self.folder)
+        self._history_from_journal()
         lock = RunLock(self.folder)
         died = lock.previous_died()
+        self._critical += 1  # from here a signal is handled by the try below, not lost before it
         lock.acquire()
         status, code = "running", EXIT_OK
-        old_int = signal.getsignal(signal.SIGINT)
-        old_term = signal.getsignal(signal.SIGTERM)
-
-        def on_signal(signum: int, frame: Any) -> None:
-            name = signal.Signals(signum).name
-            if self._critical:
-                self._pending_signal = name  # raised as soon as the commit is complete
-                return
-            raise Interrupted(name)
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
         previous_status = self.journal.status
         try:
+            self._critical -= 1
             self.journal.set_status("running", resumed=bool(self.opts.resume), pid=os.getpid())
+            self.check_interrupt()
             self._connect()
             if died or (self.opts.resume and previous_status not in (None, "complete", "interrupted", "failed")):
                 problems = self.station.safe_state()  # type: ignore[union-attr]
                 self.journal.event("safe_state_after_crash", problems=problems)
                 self.say(f"labctl: the previous run in {self.folder} ended without cleaning up; "
                          "instruments were put in their safe state before resuming")
+            self.check_interrupt()
             self._write_h5("running", force=True)
             if self.seq.experiment == "parametric":
                 self._install_plan()
@@ -468,6 +546,7 @@ class Runner:
             else:
                 self._lasers_to_setpoints()
                 self._attenuators_to_setpoints()
+                self._detectors_to_setpoints()
                 self._install_plan()  # faults hit the acquisition (times and counts from here)
                 self._run_points()
             status = "complete"
@@ -482,7 +561,7 @@ class Runner:
             raise
         except LabctlError as e:
             status, code = "failed", EXIT_FAULT
-            gave_up = bool(self.faults) and self.faults[-1].kind == "unrecoverable"
+            gave_up = len(self.faults) > self._faults_before and self.faults[-1].kind == "unrecoverable"
             self.fault("unrecoverable" if gave_up else "fault", getattr(e, "instrument", "run"),
                        "stopped in the safe state", message=str(e))
             self.say(f"labctl: {e}\nlabctl: the run stopped; instruments are in their safe state, data so far kept in {self.folder}")
@@ -492,14 +571,28 @@ class Runner:
                        message=f"{type(e).__name__}: {e}")
             raise
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self._finishing = True  # signals from here on are noted, never raised: the end must complete
             try:
                 self._finish(status)
             finally:
-                signal.signal(signal.SIGINT, old_int)
-                signal.signal(signal.SIGTERM, old_term)
                 lock.release()
+        if self._pending_signal is not None and code == EXIT_OK:
+            self.say(f"labctl: {self._pending_signal} came as the run was ending; the run is complete")
         return code
+
+    def _history_from_journal(self) -> None:
+        """After a resume: the lock telemetry of the blocks and the faults that earlier processes
+        committed, so the report and the run file describe the whole run, not the last process."""
+        assert self.journal is not None
+        for b in self.journal.blocks:
+            if b.lock:
+                self.lock_blocks.append({**b.lock, "point": b.point, "block": b.block})
+        for ev in self.journal.events:
+            if ev.get("type") == "fault":
+                self.faults.append(FaultRecord(str(ev.get("kind", "fault")), str(ev.get("instrument", "")),
+                                               str(ev.get("handling", "")), ev.get("point"), ev.get("block"),
+                                               str(ev.get("message", "")), float(ev.get("t", 0.0))))
+        self._faults_before = len(self.faults)
 
     def _install_plan(self) -> None:
         if self.plan is not None:
@@ -526,9 +619,15 @@ class Runner:
                 if not self._lock_started:  # the lock needs the aux pulse: after the first programs
                     self._start_lock()
                     self._lock_started = True
+                # detector rates of the point's committed blocks (after a resume: the journal's)
                 expected: list[float] | None = None
+                for prev in blocks:
+                    r = [(prev.counts[1] + prev.counts[3]) / prev.trials, (prev.counts[2] + prev.counts[4]) / prev.trials]
+                    expected = r if expected is None else [0.8 * e + 0.2 * x for e, x in zip(expected, r)]
+                silent_repeats = 0
                 prog.point(k, pt.parameters)
                 while done < target:
+                    self.check_interrupt()
                     n = min(block, target - done)
                     t0 = time.monotonic()
                     self._paused = 0.0
@@ -536,10 +635,19 @@ class Runner:
                     lock_tel = self._lock_block(k, b)
                     recs, vec = self._acquire_block(k, b, n, done)
                     rates = [(vec[1] + vec[3]) / n, (vec[2] + vec[4]) / n]
-                    dets = self._latched_detectors(vec, None if expected is None else [r * n for r in expected])
+                    dets = self._latched_detectors(vec, None if expected is None else [r * n for r in expected],
+                                                   self._block_photons, n)
                     if dets:
+                        silent_repeats += 1
+                        if silent_repeats > MAX_SILENT_REPEATS:
+                            names = " and ".join(f"detector {d + 1}" for d in dets)
+                            self.fault("unrecoverable", names, f"still silent after {MAX_SILENT_REPEATS} bias resets: "
+                                       "stopping in the safe state", point=k, block=b)
+                            raise InstrumentError(names, None, f"{names} stayed silent after {MAX_SILENT_REPEATS} "
+                                                  "bias resets (latched, unbiased, or the light does not reach it)")
                         self._recover_detectors(dets, k, b)
                         continue  # the block's data are bad: repeat it
+                    silent_repeats = 0
                     if not self._check_lasers(k, b):
                         continue  # a mode hop during the block: repeat it
                     expected = rates if expected is None else [0.8 * e + 0.2 * r for e, r in zip(expected, rates)]
@@ -552,8 +660,7 @@ class Runner:
                             self.lock_blocks.append({**lock_tel, "point": k, "block": b})
                     finally:
                         self._critical -= 1
-                    if self._pending_signal:
-                        raise Interrupted(self._pending_signal)
+                    self.check_interrupt()
                     done += n
                     b += 1
                     prog.advance(n, self.journal.point_counts(k))
@@ -563,8 +670,7 @@ class Runner:
                     self.journal.point_done(k)
                 finally:
                     self._critical -= 1
-                if self._pending_signal:
-                    raise Interrupted(self._pending_signal)
+                self.check_interrupt()
         finally:
             prog.close()
 

@@ -128,11 +128,21 @@ class Station:
         order = sorted(self.instruments.items(),
                        key=lambda kv: kv[1].transport.resource.startswith("via:"))
         for name, inst in order:
+            if getattr(inst.transport, "reply_pending", False):  # a late reply would answer the wrong query
+                try:
+                    inst.transport.discard_input()
+                except Exception as e:  # the reconnect below is the fallback
+                    log.warning("%s: discarding a pending reply failed: %s", name, e)
             try:
                 inst.safe_state()
             except (LabctlError, OSError) as e:
-                problems.append(f"{name}: safe state failed: {e}")
-                log.error("%s: safe state failed: %s", name, e)
+                # a stale reply, a dropped link, a rebooted instrument: reconnect once and repeat
+                log.warning("%s: safe state failed (%s); reconnecting and trying again", name, e)
+                try:
+                    self.reconnect(name).safe_state()
+                except (LabctlError, OSError) as e2:
+                    problems.append(f"{name}: safe state failed: {e2}")
+                    log.error("%s: safe state failed: %s", name, e2)
         return problems
 
     def close(self) -> None:

@@ -265,6 +265,24 @@ def test_error_queue_and_timeout_over_tcp(emu, station):
     assert [ev["kind"] for ev in e.events()] == ["error_queue", "timeout"]
 
 
+def test_a_late_reply_is_discarded_before_the_safe_state(emu, station):
+    """A query that timed out leaves its reply on the way; the safe state must not read it as
+    the answer to its own error check."""
+    e, _ = emu
+    station.connect(["afg"])
+    afg = _fast(station["afg"], 0.2)
+    e.install_faults(loads_fault_plan("- {instrument: afg, kind: latency, delay: 0.35 s, after_commands: 0}",
+                                      "p.yaml"))
+    with pytest.raises(InstrumentTimeout):
+        afg.ch1.frequency  # noqa: B018
+    t = afg.transport
+    assert t.reply_pending
+    time.sleep(0.2)  # the late reply has arrived and waits in the socket
+    assert station.safe_state() == []
+    assert afg.transport is t and not t.reply_pending  # drained, not rescued by a reconnect
+    assert afg.ch1.output is False and afg.ch2.output is False
+
+
 def test_dropped_connection_closes_the_socket_and_reconnect_works(emu, station):
     e, _ = emu
     station.connect(["afg"])

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from labctl.cli import main
+from labctl.errors import InputError, Interrupted
+from labctl.runner import Runner, RunOptions
 from labctl.storage import BlockEntry, Journal
 from labctl.verify import verify_run
 
@@ -105,6 +107,9 @@ def test_sigkill_then_resume_counts_every_trial_once(tmp_path):
             b = f["points"][name]["blocks"][()]
             starts = list(b["sync_start"])
             assert starts == sorted(starts) and starts == list(np.cumsum([0] + list(b["trials"][:-1])))
+            # the resumed blocks see light: the safe state after the crash zeroed the SNSPD bias,
+            # the run biased them again (calibration.snspd)
+            assert ((b["p1"] + b["r1"]) > 0).all() and ((b["p2"] + b["r2"]) > 0).all()
             assert f["points"][name]["records"].size == b["records_count"].sum()
     after = [json.loads(l) for l in (out / "journal.jsonl").read_text().splitlines() if '"type": "block"' in l]
     assert after[:len(before)] == before  # nothing committed before the kill was rewritten
@@ -127,6 +132,50 @@ def test_ctrl_c_stops_safely_and_keeps_the_data(tmp_path):
         assert f["points/p000/blocks"].shape[0] >= 2
     events = [json.loads(l) for l in (out / "journal.jsonl").read_text().splitlines()]
     assert events[-1]["type"] == "status" and events[-1]["status"] == "interrupted"
+
+
+def test_resumed_report_covers_every_process(tmp_path):
+    """Lock telemetry and faults of the interrupted process are in the final report and run file."""
+    out = tmp_path / "twice"
+    proc = subprocess.Popen(LABCTL + ["run", SEQ, "--config", CFG, "--sim", "--out", str(out), "--seed", "5",
+                                      "--progress", "off", "--no-plots", "--trials", "3e7", "--block-trials", "2e6",
+                                      "--faults", str(REPO / "configs/faults/latched_detector.yaml")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert _wait_blocks(out, 4, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    r = subprocess.run(LABCTL + ["run", "--resume", str(out), "--progress", "off", "--no-plots"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    journal = [json.loads(l) for l in (out / "journal.jsonl").read_text().splitlines()]
+    blocks = [e for e in journal if e["type"] == "block"]
+    latched = [e for e in journal if e["type"] == "fault" and e["kind"] == "latched_detector"]
+    assert len(blocks) == 15 and len(latched) == 2  # the plan's latch met once by each process
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["lock"]["blocks"] == 15
+    assert sum(f["kind"] == "latched_detector" for f in rep["faults"]) == 2
+    with h5py.File(out / "run.h5", "r") as f:
+        assert f["telemetry/rms_error"].shape == (15,)
+
+
+def test_signals_wait_for_a_safe_point():
+    """The first Ctrl-C / SIGTERM is noted and acted on at the next safe point, never in the
+    middle of a commit or of the run's ending; a second one outside a commit stops at once."""
+    r = Runner(RunOptions())
+    r._on_signal(signal.SIGINT, None)
+    assert r._pending_signal == "SIGINT"
+    with pytest.raises(Interrupted, match="SIGINT"):
+        r.check_interrupt()
+    r._critical = 1
+    r.check_interrupt()                   # a block being committed: wait
+    r._on_signal(signal.SIGTERM, None)    # even when asked twice
+    r._critical = 0
+    with pytest.raises(Interrupted):
+        r._on_signal(signal.SIGTERM, None)  # asked again outside a commit: at once
+    r._finishing = True
+    r._on_signal(signal.SIGINT, None)     # the run is ending: noted, never raised
+    r.check_interrupt()
 
 
 def test_journal_survives_a_torn_write(tmp_path):
@@ -165,3 +214,37 @@ def test_a_planned_fault_that_never_triggers_is_reported_as_such(tmp_path, capsy
     assert any(f["kind"] == "instrument_error" for f in faults)  # the error-queue entry was met
     err = capsys.readouterr().err
     assert "planned faults never triggered: 1" in err and "faults met: 1" in err
+
+
+def _prepared_runner(tmp_path, station_text):
+    cfg = tmp_path / "station.yaml"
+    cfg.write_text(station_text)
+    r = Runner(RunOptions(sequence=SEQ, config=str(cfg), sim=True, out=tmp_path / "run", seed=1))
+    r._load()
+    r.manifest = {}
+    r._connect()
+    r.station["snspd_bias"].safe_state()  # what the end of the previous run left: 0 V, off
+    return r
+
+
+def test_detectors_get_their_calibrated_bias_back(tmp_path):
+    r = _prepared_runner(tmp_path, Path(CFG).read_text())
+    try:
+        r._detectors_to_setpoints()
+        sim = r.station["snspd_bias"]
+        for port in (1, 2):
+            assert sim.bias(port) == pytest.approx(1.0) and sim.port(port).output is True
+    finally:
+        r.station.close()
+
+
+def test_unbiased_detectors_without_a_calibrated_bias_stop_the_run_before_it_starts(tmp_path):
+    text = Path(CFG).read_text()
+    start, end = text.index("  snspd:"), text.index("  aom:")
+    r = _prepared_runner(tmp_path, text[:start] + text[end:])
+    try:
+        with pytest.raises(InputError, match="detector_1 is not biased") as e:
+            r._detectors_to_setpoints()
+        assert "calibration: {snspd: {detector_1: {bias:" in e.value.render()
+    finally:
+        r.station.close()

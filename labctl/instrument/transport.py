@@ -63,6 +63,9 @@ class TransportBase:
         #: I/O logging decided once (the CLI configures logging before connecting): the check
         #: costs more than a fast SCPI round trip's budget when done per message
         self.debug_io = log.isEnabledFor(logging.DEBUG)
+        #: a query was sent and its reply not read (a timeout, an interruption): a late reply may
+        #: still arrive and would be taken as the answer to the next query — discard_input() first
+        self.reply_pending = False
 
     # -- to implement -----------------------------------------------------------------------
     def _send(self, data: bytes) -> None:
@@ -96,6 +99,7 @@ class TransportBase:
 
     def discard_input(self) -> None:
         """Drop anything received but not read (stale echoes, prompts, replies after a fault)."""
+        self.reply_pending = False
         rx = getattr(self, "_rx", None)
         if rx is not None:
             rx.clear()
@@ -132,7 +136,10 @@ class TransportBase:
     def query(self, message: str) -> str:
         with self.lock:
             self.write(message)
-            return self.read()
+            self.reply_pending = True
+            text = self.read()
+            self.reply_pending = False
+            return text
 
     def _timeout_error(self) -> InstrumentTimeout:
         return InstrumentTimeout(self.name, self.resource, self._last_command, self.timeout)
@@ -203,10 +210,31 @@ class VisaTransport(TransportBase):
             if self.debug_io:
                 log.debug("%s <- %r", self.name, message)
             self._last_command = message
+            self.reply_pending = True
             text = self._io(self.inst.query, message)
+            self.reply_pending = False
             if self.debug_io:
                 log.debug("%s -> %r", self.name, text)
             return text
+
+    def discard_input(self, wait_s: float = 0.05) -> None:
+        """Read and drop whatever arrives within ``wait_s`` (a late reply after a timeout or an
+        interrupted query), so the next query gets its own answer."""
+        with self.lock:
+            self.reply_pending = False
+            try:
+                self.inst.flush(self._pyvisa.constants.BufferOperation.discard_read_buffer)
+            except Exception:  # sessions without a read buffer to flush
+                pass
+            self.inst.timeout = max(1, int(wait_s * 1000))
+            try:
+                for _ in range(64):  # bounded: a device that never stops talking is not drained forever
+                    self.inst.read_raw()
+            except (self._pyvisa.errors.VisaIOError, OSError, EOFError):
+                pass  # the timeout that ends the drain (or a broken link: reconnecting handles that)
+            finally:
+                self.inst.timeout = int(self.timeout * 1000)
+                self._visa_timeout = self.timeout
 
     def _send(self, data: bytes) -> None:
         self._io(self.inst.write_raw, data)
@@ -273,6 +301,7 @@ class SerialTransport(TransportBase):
 
     def discard_input(self) -> None:
         """Discard anything unread (stale echoes after a fault)."""
+        self.reply_pending = False
         self._rx.clear()
         self.port.reset_input_buffer()
 
@@ -304,6 +333,7 @@ class ModelTransport(TransportBase):
         self.model.feed(data)
 
     def discard_input(self) -> None:
+        self.reply_pending = False
         self._rx.clear()
         self.model.take(None)
 
