@@ -704,15 +704,36 @@ class Runner:
                        arrays=getattr(self, "parametric_arrays", None))
         self._last_h5 = time.monotonic()
 
+    def _injected_events(self) -> list[dict[str, Any]]:
+        """Every injected fault of the run: this process's injector events, and the ones earlier
+        processes of a resumed run wrote to the journal (``injected`` events)."""
+        earlier = [ev for ev in (self.journal.events if self.journal is not None else [])
+                   if ev.get("type") == "injected" and ev.get("pid") != os.getpid()]
+        return earlier + list(getattr(self.injector, "events", []) or [])
+
+    def _journal_injected(self) -> None:
+        """Record this process's injected faults in the journal (so a resume knows what fired)."""
+        if self.journal is None:
+            return
+        for ev in getattr(self.injector, "events", []) or []:
+            try:
+                self.journal.event("injected", pid=os.getpid(), fault=ev.get("fault"), time=ev.get("time"),
+                                   instrument=str(ev.get("instrument", "")), kind=str(ev.get("kind", "")),
+                                   details=str(ev.get("details", ""))[:500])
+            except (OSError, ValueError) as e:  # a journal that cannot be written is reported elsewhere
+                log.warning("journalling an injected fault failed: %s", e)
+
     def _faults_for_report(self) -> list[dict[str, Any]]:
         """Faults the run met and handled, plus every injected fault (``--faults``) that never
-        surfaced as an error, with what absorbed it."""
+        surfaced as an error, with what absorbed it, and the plan's faults that never fired (in
+        any process of a resumed run)."""
         out = [f.as_dict() for f in self.faults]
         handled = {(f.instrument.split(" ")[0], f.kind) for f in self.faults}
         absorbed = {"latency": "slower replies, every command still answered in time: no action needed",
                     "phase_disturbance": "absorbed by the phase lock (see lock telemetry)",
                     "mode_hop": "the wavelength check saw no deviation"}
-        for ev in getattr(self.injector, "events", []) or []:
+        injected = self._injected_events()
+        for ev in injected:
             inst, kind = str(ev.get("instrument", "")), str(ev.get("kind", ""))
             if (inst, kind) in handled or any(h[0] == inst for h in handled):
                 continue
@@ -721,8 +742,8 @@ class Runner:
                         "handling": absorbed.get(kind, "injected; the run saw no error from it")})
         # a fault of the plan whose trigger never came: say so, or a CI job would believe the
         # fault was exercised
-        fired = {ev.get("fault") for ev in getattr(self.injector, "events", []) or []}
-        for f in getattr(self.plan, "faults", []) if self.injector is not None else []:
+        fired = {ev.get("fault") for ev in injected}
+        for f in getattr(self.plan, "faults", []) if self.plan is not None else []:
             if f.index not in fired:
                 out.append({"kind": f.kind, "instrument": f.instrument, "injected": False, "line": f.line,
                             "message": f"planned: {f.describe()}",
@@ -743,6 +764,7 @@ class Runner:
             self.station.close()
         if self.journal is None:
             return
+        self._journal_injected()
         self.journal.set_status(status)
         points = self._points_data()
         files = {"run_file": str(self.folder / "run.h5"), "report": str(self.folder / "report.json"), "plots": []}

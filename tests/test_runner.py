@@ -248,3 +248,19 @@ def test_unbiased_detectors_without_a_calibrated_bias_stop_the_run_before_it_sta
         assert "calibration: {snspd: {detector_1: {bias:" in e.value.render()
     finally:
         r.station.close()
+
+
+def test_a_fault_that_fired_before_a_resume_is_not_reported_as_never_triggered(tmp_path):
+    from labctl.faults import loads_fault_plan
+
+    r = Runner(RunOptions())
+    r.plan = loads_fault_plan("- {instrument: afg, kind: latency, delay: 1 ms, after_commands: 5}\n"
+                              "- {instrument: awg, kind: timeout, after_commands: 100000}\n", "plan.yaml")
+    r.journal = Journal(tmp_path)
+    r.journal.event("injected", pid=os.getpid() + 1, fault=0, time=1.0, instrument="afg", kind="latency",
+                    details="+1 ms")  # written by the process that was killed
+    rep = r._faults_for_report()
+    never = [f for f in rep if f.get("injected") is False]
+    assert [f["kind"] for f in never] == ["timeout"]
+    assert [f["kind"] for f in rep if f.get("injected") is True] == ["latency"]
+    r.journal.close()
