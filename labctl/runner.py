@@ -50,9 +50,15 @@ LAB_BLOCK_SECONDS = 60.0
 MAX_RETRIES = 3
 BACKOFF_S = (0.05, 0.2, 0.8)
 H5_REWRITE_S = 3.0
+SYNC_SLACK = 4096               #: syncs a block may end short of its trials (T3 overflows come per 1024)
 MAX_SILENT_REPEATS = 3          #: a block repeated this often with a silent detector stops the run
 LOCK_CYCLES_PER_BLOCK = 400    #: lock cycles run before each block (20 ms at 20 kHz): its telemetry
 LOCK_ACQUIRE_CYCLES = 40000    #: cycles allowed to (re-)acquire the lock (2 s at 20 kHz)
+
+
+class SyncMismatch(Exception):
+    """A block's records hold more or fewer sync periods than its trials: the trigger rate
+    changed (a pulse generator lost its settings), so the block cannot be counted."""
 
 
 @dataclass
@@ -392,23 +398,30 @@ class Runner:
             chunks.clear()
             hc.tally = type(hc.tally)()
             tagger.start(n * self.seq.period)
-            while True:
-                self.check_interrupt()  # the tagger is stopped by its safe state
-                recs = tagger.read_records(timeout=0.2)
-                if recs.size:
-                    hc.feed(recs)
-                    chunks.append(recs)
-                elif tagger.wait(0):
-                    tail = tagger.read_records(timeout=0)
-                    if tail.size:
-                        hc.feed(tail)
-                        chunks.append(tail)
-                        continue
-                    break
-            tagger.stop()
+            try:
+                while True:
+                    self.check_interrupt()  # the tagger is stopped by its safe state
+                    recs = tagger.read_records(timeout=0.2)
+                    if recs.size:
+                        hc.feed(recs)
+                        chunks.append(recs)
+                        if int(hc.tally.state[0]) > n + SYNC_SLACK:  # do not wait for the rest
+                            raise SyncMismatch(f"more than {int(hc.tally.state[0]):,} syncs in a block of {n:,} trials")
+                    elif tagger.wait(0):
+                        tail = tagger.read_records(timeout=0)
+                        if tail.size:
+                            hc.feed(tail)
+                            chunks.append(tail)
+                            continue
+                        break
+            finally:
+                tagger.stop()
 
         self.with_retry(name, f"acquiring block {b + 1} of point {k + 1}", run, reprogram=True, point=k)
         result = hc.result(trials=n)
+        seen = max(result.end_sync, (result.last_sync + 1) if result.last_sync is not None else 0)
+        if seen > n or seen < n - SYNC_SLACK:
+            raise SyncMismatch(f"{seen:,} syncs in a block of {n:,} trials")
         counts = result.counts(channels=(0, 1))
         self._block_photons = [int(result.tally.photons[0]), int(result.tally.photons[1])]
         recs = np.concatenate(chunks) if chunks else np.zeros(0, np.uint32)
@@ -468,6 +481,11 @@ class Runner:
         if not lock.locked:
             t0 = time.monotonic()
             relocked = lock.wait_locked(LOCK_ACQUIRE_CYCLES)
+            if not relocked:  # no fringe: an instrument that rebooted may have stopped the aux pulse
+                self.fault("lock_lost", "phase lock", "no fringe to re-lock on: every instrument re-programmed",
+                           point=k, block=b)
+                self._apply_point(k)
+                relocked = lock.wait_locked(LOCK_ACQUIRE_CYCLES)
             self._paused += time.monotonic() - t0
             if not relocked:
                 self.fault("lock_lost", "phase lock", "could not re-lock: stopping in the safe state", point=k, block=b)
@@ -624,7 +642,7 @@ class Runner:
                 for prev in blocks:
                     r = [(prev.counts[1] + prev.counts[3]) / prev.trials, (prev.counts[2] + prev.counts[4]) / prev.trials]
                     expected = r if expected is None else [0.8 * e + 0.2 * x for e, x in zip(expected, r)]
-                silent_repeats = 0
+                silent_repeats = sync_repeats = 0
                 prog.point(k, pt.parameters)
                 while done < target:
                     self.check_interrupt()
@@ -633,7 +651,22 @@ class Runner:
                     self._paused = 0.0
                     self._check_lasers(k, b)
                     lock_tel = self._lock_block(k, b)
-                    recs, vec = self._acquire_block(k, b, n, done)
+                    try:
+                        recs, vec = self._acquire_block(k, b, n, done)
+                    except SyncMismatch as e:
+                        sync_repeats += 1
+                        if sync_repeats > MAX_SILENT_REPEATS:
+                            self.fault("unrecoverable", "trigger", f"the sync rate stayed wrong after "
+                                       f"{MAX_SILENT_REPEATS} re-programmings: stopping in the safe state",
+                                       message=str(e), point=k, block=b)
+                            raise InstrumentError("trigger", None, f"the tagger's sync rate does not match the "
+                                                  f"sequence's period ({e})") from None
+                        self.fault("sync", "trigger", "block discarded (the trigger rate changed: a pulse "
+                                   "generator rebooted?); every instrument re-programmed, block repeated",
+                                   message=str(e), point=k, block=b)
+                        self._apply_point(k)
+                        continue
+                    sync_repeats = 0
                     rates = [(vec[1] + vec[3]) / n, (vec[2] + vec[4]) / n]
                     dets = self._latched_detectors(vec, None if expected is None else [r * n for r in expected],
                                                    self._block_photons, n)

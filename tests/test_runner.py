@@ -264,3 +264,21 @@ def test_a_fault_that_fired_before_a_resume_is_not_reported_as_never_triggered(t
     assert [f["kind"] for f in never] == ["timeout"]
     assert [f["kind"] for f in rep if f.get("injected") is True] == ["latency"]
     r.journal.close()
+
+
+def test_a_pulse_generator_rebooting_mid_run_is_reprogrammed_and_no_trial_is_miscounted(tmp_path):
+    """The AFG makes the 20 kHz trigger; rebooted mid-run it comes back at its power-on 1 MHz:
+    blocks whose syncs do not match their trials are discarded, every instrument re-programmed."""
+    plan = tmp_path / "reboot.yaml"
+    plan.write_text("- {instrument: afg, kind: reboot, at_s: 1.0}\n")
+    out = tmp_path / "run"
+    r = subprocess.run(LABCTL + ["run", SEQ, "--config", CFG, "--sim", "--faults", str(plan), "--out", str(out),
+                                 "--seed", "4", "--trials", "3e7", "--block-trials", "2e6", "--progress", "off",
+                                 "--no-plots"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "report.json").read_text())
+    kinds = {f["kind"] for f in rep["faults"]}
+    assert kinds & {"sync", "lock_lost"}, rep["faults"]
+    assert rep["points"][0]["counts"]["trials"] == 30_000_000
+    check = verify_run(out)
+    assert check.ok, check.all_problems
