@@ -50,6 +50,7 @@ LAB_BLOCK_SECONDS = 60.0
 MAX_RETRIES = 3
 BACKOFF_S = (0.05, 0.2, 0.8)
 H5_REWRITE_S = 3.0
+TAGGER_STALL_S = 10.0           #: a measuring tagger silent this long has no sync (s)
 SYNC_SLACK = 4096               #: syncs a block may end short of its trials (T3 overflows come per 1024)
 MAX_SILENT_REPEATS = 3          #: a block repeated this often with a silent detector stops the run
 LOCK_CYCLES_PER_BLOCK = 400    #: lock cycles run before each block (20 ms at 20 kHz): its telemetry
@@ -230,17 +231,21 @@ class Runner:
                                message=str(e), point=point)
                     raise
                 kind = "timeout" if isinstance(e, InstrumentTimeout) else "connection"
+                # the instrument that failed: ``name`` unless the error names another one of the
+                # station (the phase lock reads the Red Pitaya while driving the stretcher)
+                failed = str(getattr(e, "instrument", "") or "").split(".")[0]
+                who = failed if self.station is not None and failed in self.station.instruments else name
                 time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
                 try:
-                    self.station.reconnect(name)  # type: ignore[union-attr]
-                    prog = self._programs_applied.get(name)
+                    self.station.reconnect(who)  # type: ignore[union-attr]
+                    prog = self._programs_applied.get(who)
                     if reprogram and prog is not None:
-                        apply_program(self.station[name], prog)  # type: ignore[index]
-                    self.fault(kind, name, f"retry {attempt + 1} after reconnecting" +
+                        apply_program(self.station[who], prog)  # type: ignore[index]
+                    self.fault(kind, who, f"retry {attempt + 1} after reconnecting" +
                                (" and re-programming" if reprogram and prog is not None else ""),
                                message=str(e), point=point)
                 except LabctlError as e2:
-                    self.fault(kind, name, f"reconnect {attempt + 1} failed", message=str(e2), point=point)
+                    self.fault(kind, who, f"reconnect {attempt + 1} failed", message=str(e2), point=point)
             except InstrumentError as e:
                 # the instrument reported an error (error queue): clear it and try once more
                 if attempt >= 1:
@@ -398,11 +403,18 @@ class Runner:
             chunks.clear()
             hc.tally = type(hc.tally)()
             tagger.start(n * self.seq.period)
+            last_data = time.monotonic()
             try:
                 while True:
                     self.check_interrupt()  # the tagger is stopped by its safe state
                     recs = tagger.read_records(timeout=0.2)
+                    if not recs.size and time.monotonic() - last_data > TAGGER_STALL_S:
+                        # a running T3 measurement gives an overflow record every 1024 syncs
+                        # (51 ms at 20 kHz) even in the dark: silence means no sync at all
+                        raise SyncMismatch(f"no records for {TAGGER_STALL_S:g} s while measuring "
+                                           f"(after {int(hc.tally.state[0]):,} syncs of {n:,}): no trigger?")
                     if recs.size:
+                        last_data = time.monotonic()
                         hc.feed(recs)
                         chunks.append(recs)
                         if int(hc.tally.state[0]) > n + SYNC_SLACK:  # do not wait for the rest
@@ -477,7 +489,9 @@ class Runner:
         if self.phase_lock is None:
             return {}
         lock = self.phase_lock
-        tel = lock.run_cycles(LOCK_CYCLES_PER_BLOCK).to_dict()
+        actuator = self.cfg.model.channels["phase_actuator"].instrument
+        tel = self.with_retry(actuator, "running the phase lock", lambda: lock.run_cycles(LOCK_CYCLES_PER_BLOCK),
+                              point=k).to_dict()
         if not lock.locked:
             t0 = time.monotonic()
             relocked = lock.wait_locked(LOCK_ACQUIRE_CYCLES)
@@ -642,7 +656,7 @@ class Runner:
                 for prev in blocks:
                     r = [(prev.counts[1] + prev.counts[3]) / prev.trials, (prev.counts[2] + prev.counts[4]) / prev.trials]
                     expected = r if expected is None else [0.8 * e + 0.2 * x for e, x in zip(expected, r)]
-                silent_repeats = sync_repeats = 0
+                silent_repeats = sync_repeats = hop_repeats = 0
                 prog.point(k, pt.parameters)
                 while done < target:
                     self.check_interrupt()
@@ -682,7 +696,14 @@ class Runner:
                         continue  # the block's data are bad: repeat it
                     silent_repeats = 0
                     if not self._check_lasers(k, b):
+                        hop_repeats += 1
+                        if hop_repeats > MAX_SILENT_REPEATS:
+                            self.fault("unrecoverable", "lasers", f"a laser left its wavelength in {hop_repeats} "
+                                       "blocks in a row: stopping in the safe state", point=k, block=b)
+                            raise InstrumentError("lasers", None, f"a laser mode-hopped in {hop_repeats} blocks in a "
+                                                  "row (adjust the diode current or re-tune)")
                         continue  # a mode hop during the block: repeat it
+                    hop_repeats = 0
                     expected = rates if expected is None else [0.8 * e + 0.2 * r for e, r in zip(expected, rates)]
                     entry = BlockEntry(k, b, n, done, vec, 0, 0, paused_s=self._paused, lock=lock_tel,
                                        wall_time=time.monotonic() - t0, extra={"counting": self._counting})

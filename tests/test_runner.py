@@ -282,3 +282,23 @@ def test_a_pulse_generator_rebooting_mid_run_is_reprogrammed_and_no_trial_is_mis
     assert rep["points"][0]["counts"]["trials"] == 30_000_000
     check = verify_run(out)
     assert check.ok, check.all_problems
+
+
+@pytest.mark.parametrize("plan, rc, kinds", [
+    # a laser that keeps hopping: blocks repeated a few times, then a clean stop (not for ever)
+    ("- {instrument: pump_laser, kind: mode_hop, every: 2}\n", 3, {"mode_hop", "unrecoverable"}),
+    # a reply lost by the lock's detector during lock cycles: that instrument reconnected, run goes on
+    ("- {instrument: redpitaya, kind: timeout, after_commands: 500}\n", 0, {"timeout"}),
+])
+def test_repeated_and_lock_path_faults_end_cleanly(tmp_path, capsys, plan, rc, kinds):
+    p = tmp_path / "plan.yaml"
+    p.write_text(plan)
+    out = tmp_path / "run"
+    got = main(["run", SEQ, "--config", CFG, "--sim", "--faults", str(p), "--out", str(out), "--seed", "1",
+                "--trials", "1e7", "--progress", "off", "--no-plots"])
+    assert got == rc, capsys.readouterr().err[-2000:]
+    faults = json.loads((out / "report.json").read_text())["faults"]
+    assert kinds <= {f["kind"] for f in faults}
+    if rc == 0:
+        assert any(f["kind"] == "timeout" and f["instrument"] == "redpitaya" for f in faults)
+        assert verify_run(out).ok

@@ -220,18 +220,20 @@ class VisaTransport(TransportBase):
     def discard_input(self, wait_s: float = 0.05) -> None:
         """Read and drop whatever arrives within ``wait_s`` (a late reply after a timeout or an
         interrupted query), so the next query gets its own answer."""
+        # no pyvisa flush/clear here: pyvisa-py's socket clear() loops for ever on a link the
+        # peer closed (always readable, recv gives b""). Reads with a short timeout, bounded in
+        # number and in total time, end on any link.
         with self.lock:
             self.reply_pending = False
-            try:
-                self.inst.flush(self._pyvisa.constants.BufferOperation.discard_read_buffer)
-            except Exception:  # sessions without a read buffer to flush
-                pass
             self.inst.timeout = max(1, int(wait_s * 1000))
+            deadline = time.monotonic() + 10 * wait_s
             try:
-                for _ in range(64):  # bounded: a device that never stops talking is not drained forever
+                for _ in range(64):  # a device that never stops talking is not drained for ever
                     self.inst.read_raw()
-            except (self._pyvisa.errors.VisaIOError, OSError, EOFError):
-                pass  # the timeout that ends the drain (or a broken link: reconnecting handles that)
+                    if time.monotonic() > deadline:
+                        break
+            except Exception:  # noqa: BLE001 - the timeout that ends the drain, or a broken link
+                pass           # (the safe state's reconnect handles that)
             finally:
                 self.inst.timeout = int(self.timeout * 1000)
                 self._visa_timeout = self.timeout

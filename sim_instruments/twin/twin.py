@@ -84,6 +84,10 @@ class Twin:
         self.settings = self._default_settings()
         self.encoder: RecordEncoder | None = None
         self.meas_trials = 0                  #: trials of the current measurement generated
+        self._meas_period = 0.0
+        self._tacq: float | None = None
+        self._gen_time = 0.0
+        self._period_held = True
         self.meas_limit: int | None = None
         self._pending = np.empty(0, np.uint32)
         self._pending_sync = np.empty(0, np.int64)
@@ -330,6 +334,10 @@ class Twin:
             else:
                 self.meas_limit = None
             self.meas_trials = 0
+            self._meas_period = per          #: the sync period the measurement started with (s)
+            self._tacq = None if tacq is None else float(tacq)
+            self._gen_time = 0.0             #: measurement time generated so far (s)
+            self._period_held = True         #: the sync period has not changed since start()
             self._delivered_trials = 0
             self._pending = np.empty(0, np.uint32)
             self._pending_sync = np.empty(0, np.int64)
@@ -357,10 +365,18 @@ class Twin:
             guard = 0
             while self._pending.size < max_records and guard < 64:
                 guard += 1
-                left = None if self.meas_limit is None else self.meas_limit - self.meas_trials
+                ph = self.physics()
+                if self.meas_limit is None:
+                    left = None
+                elif ph.period == self._meas_period and self._period_held:
+                    left = self.meas_limit - self.meas_trials
+                else:
+                    # the trigger rate changed (a pulse generator rebooted): the acquisition time
+                    # stays what it was, so the remaining time holds more or fewer syncs
+                    self._period_held = False
+                    left = max(0, int(math.ceil((self._tacq - self._gen_time) / ph.period - 1e-9)))
                 if left is not None and left <= 0:
                     break
-                ph = self.physics()
                 per_trial = max(1e-9, sum(ph.expected(1.0)["herald"]) + sum(ph.expected(1.0)["read"])
                                 + sum(float(x.sum()) for x in ph.extra_probs) + float(ph.dark_hz.sum()) * ph.period
                                 + 1.0 / 1024.0 / max(1, enc.s.sync_divider) * 0.5)
@@ -375,13 +391,15 @@ class Twin:
                 syncs = decode(recs, enc.s.mode, w0).abs_time if enc.s.mode == "T3" else \
                     (decode(recs, "T2", w0).abs_time * enc.s.resolution / self.sync_period_s).astype(np.int64)
                 self.meas_trials += n
+                self._gen_time += n * ph.period
                 self._pending = np.concatenate([self._pending, recs])
                 self._pending_sync = np.concatenate([self._pending_sync, syncs])
             out = self._pending[:max_records]
             sy = self._pending_sync[:max_records]
             self._pending = self._pending[max_records:]
             self._pending_sync = self._pending_sync[max_records:]
-            gen_time = self.meas_trials * self.period
+            # exactly as many trials × the period as asked while the period held (no summed round-off)
+            gen_time = self.meas_trials * self._meas_period if self._period_held else self._gen_time
             if self._pending.size:
                 self.time_s = float(sy[-1]) * self.sync_period_s if sy.size else self.time_s
             else:
