@@ -57,6 +57,22 @@ LOCK_CYCLES_PER_BLOCK = 400    #: lock cycles run before each block (20 ms at 20
 LOCK_ACQUIRE_CYCLES = 40000    #: cycles allowed to (re-)acquire the lock (2 s at 20 kHz)
 
 
+#: injected fault kind -> the kinds of handled fault it surfaces as (the report lists an injected
+#: fault apart unless one of these was met on the same instrument)
+SURFACES_AS: dict[str, tuple[str, ...]] = {
+    "timeout": ("timeout", "unrecoverable", "fault"),
+    "latency": ("latency",),  # always listed: a reply later than the timeout is a timeout of its own
+    "dropped_connection": ("connection", "timeout", "unrecoverable", "fault"),
+    "cut_reply": ("timeout", "instrument_error", "unrecoverable", "fault"),
+    "garbled_reply": ("instrument_error", "timeout", "unrecoverable", "fault"),
+    "error_queue": ("instrument_error", "unrecoverable", "fault"),
+    "reboot": ("connection", "timeout", "instrument_error", "unrecoverable", "fault"),
+    "latched_detector": ("latched_detector",),
+    "mode_hop": ("mode_hop",),
+    "phase_disturbance": ("lock_lost",),
+}
+
+
 class SyncMismatch(Exception):
     """A block's records hold more or fewer sync periods than its trials: the trigger rate
     changed (a pulse generator lost its settings), so the block cannot be counted."""
@@ -103,6 +119,7 @@ class Runner:
         self.lock_blocks: list[dict[str, Any]] = []
         self.phase_lock: Any = None
         self.injector: Any = None
+        self.plan: Any = None
         self._last_h5 = 0.0
         self._paused = 0.0
         self._counting: dict[str, Any] = {}  #: record format, resolution and windows of the last block
@@ -783,17 +800,21 @@ class Runner:
         any process of a resumed run)."""
         out = [f.as_dict() for f in self.faults]
         handled = {(f.instrument.split(" ")[0], f.kind) for f in self.faults}
-        absorbed = {"latency": "slower replies, every command still answered in time: no action needed",
+        absorbed = {"latency": "slower replies: no action needed (a reply later than the driver's timeout is "
+                               "met as a timeout, listed apart)",
                     "phase_disturbance": "absorbed by the phase lock (see lock telemetry)",
                     "mode_hop": "the wavelength check saw no deviation"}
         injected = self._injected_events()
         for ev in injected:
             inst, kind = str(ev.get("instrument", "")), str(ev.get("kind", ""))
-            if (inst, kind) in handled or any(h[0] == inst for h in handled):
+            # an injected fault is shown apart unless a handled fault of the same instrument is
+            # what it turns into (a lost reply is met as a timeout, a full queue as an error, …)
+            if any((inst, k) in handled for k in SURFACES_AS.get(kind, (kind,))):
                 continue
             out.append({"kind": kind, "instrument": inst, "injected": True, "t": ev.get("time"),
                         "message": str(ev.get("details", "")),
-                        "handling": absorbed.get(kind, "injected; the run saw no error from it")})
+                        "handling": absorbed.get(kind, "injected; no error from this instrument (what it "
+                                                       "caused elsewhere, if anything, is listed with its handling)")})
         # a fault of the plan whose trigger never came: say so, or a CI job would believe the
         # fault was exercised
         fired = {ev.get("fault") for ev in injected}

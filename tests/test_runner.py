@@ -302,3 +302,15 @@ def test_repeated_and_lock_path_faults_end_cleanly(tmp_path, capsys, plan, rc, k
     if rc == 0:
         assert any(f["kind"] == "timeout" and f["instrument"] == "redpitaya" for f in faults)
         assert verify_run(out).ok
+
+
+def test_an_injected_fault_is_listed_even_when_its_instrument_had_another_fault(tmp_path):
+    r = Runner(RunOptions())
+    r.journal = Journal(tmp_path)
+    r.fault("timeout", "awg", "retry 1 after reconnecting")
+    r.injector = type("Inj", (), {"events": [
+        {"fault": 0, "instrument": "awg", "kind": "latency", "time": 0.1, "details": "+300 ms"},
+        {"fault": 1, "instrument": "awg", "kind": "timeout", "time": 0.5, "details": "reply lost"}]})()
+    rep = r._faults_for_report()
+    assert [(f["kind"], f.get("injected")) for f in rep] == [("timeout", None), ("latency", True)]
+    r.journal.close()
