@@ -52,7 +52,7 @@ BACKOFF_S = (0.05, 0.2, 0.8)
 H5_REWRITE_S = 3.0
 TAGGER_STALL_S = 10.0           #: a measuring tagger silent this long has no sync (s)
 SYNC_SLACK = 4096               #: syncs a block may end short of its trials (T3 overflows come per 1024)
-MAX_SILENT_REPEATS = 3          #: a block repeated this often with a silent detector stops the run
+MAX_BLOCK_REPEATS = 3          #: a block repeated this often in a row for one cause stops the run
 LOCK_CYCLES_PER_BLOCK = 400    #: lock cycles run before each block (20 ms at 20 kHz): its telemetry
 LOCK_ACQUIRE_CYCLES = 40000    #: cycles allowed to (re-)acquire the lock (2 s at 20 kHz)
 
@@ -456,6 +456,16 @@ class Runner:
         recs = np.concatenate(chunks) if chunks else np.zeros(0, np.uint32)
         return recs, counts_to_vector(counts)
 
+    def _count_repeat(self, repeats: dict[str, int], cause: str, who: str, k: int, b: int, gave_up: str,
+                      error: str, *, message: str = "") -> None:
+        """One more repeat of block ``b`` for ``cause``; beyond MAX_BLOCK_REPEATS in a row, record
+        the fault as unrecoverable and raise (the run stops in the safe state, exit 3)."""
+        repeats[cause] = repeats.get(cause, 0) + 1
+        if repeats[cause] > MAX_BLOCK_REPEATS:
+            self.fault("unrecoverable", who, f"{gave_up}: stopping in the safe state", message=message,
+                       point=k, block=b)
+            raise InstrumentError(who, None, error)
+
     def _latched_detectors(self, vec: list[int], expected: list[float] | None, photons: list[int] | None = None,
                            n: int = 0) -> list[int]:
         """Detectors that went silent in a block (an SNSPD that latched, or lost its bias): their
@@ -671,9 +681,8 @@ class Runner:
                 # detector rates of the point's committed blocks (after a resume: the journal's)
                 expected: list[float] | None = None
                 for prev in blocks:
-                    r = [(prev.counts[1] + prev.counts[3]) / prev.trials, (prev.counts[2] + prev.counts[4]) / prev.trials]
-                    expected = r if expected is None else [0.8 * e + 0.2 * x for e, x in zip(expected, r)]
-                silent_repeats = sync_repeats = hop_repeats = 0
+                    expected = _smoothed_rates(expected, _detector_rates(prev.counts, prev.trials))
+                repeats: dict[str, int] = {}  # consecutive repeats per cause, dropped when that check passes
                 prog.point(k, pt.parameters)
                 while done < target:
                     self.check_interrupt()
@@ -685,43 +694,37 @@ class Runner:
                     try:
                         recs, vec = self._acquire_block(k, b, n, done)
                     except SyncMismatch as e:
-                        sync_repeats += 1
-                        if sync_repeats > MAX_SILENT_REPEATS:
-                            self.fault("unrecoverable", "trigger", f"the sync rate stayed wrong after "
-                                       f"{MAX_SILENT_REPEATS} re-programmings: stopping in the safe state",
-                                       message=str(e), point=k, block=b)
-                            raise InstrumentError("trigger", None, f"the tagger's sync rate does not match the "
-                                                  f"sequence's period ({e})") from None
+                        self._count_repeat(repeats, "sync", "trigger", k, b,
+                                           f"the sync rate stayed wrong after {MAX_BLOCK_REPEATS} re-programmings",
+                                           f"the tagger's sync rate does not match the sequence's period ({e})",
+                                           message=str(e))
                         self.fault("sync", "trigger", "block discarded (the trigger rate changed: a pulse "
                                    "generator rebooted?); every instrument re-programmed, block repeated",
                                    message=str(e), point=k, block=b)
                         self._apply_point(k)
                         continue
-                    sync_repeats = 0
-                    rates = [(vec[1] + vec[3]) / n, (vec[2] + vec[4]) / n]
+                    repeats.pop("sync", None)
+                    rates = _detector_rates(vec, n)
                     dets = self._latched_detectors(vec, None if expected is None else [r * n for r in expected],
                                                    self._block_photons, n)
                     if dets:
-                        silent_repeats += 1
-                        if silent_repeats > MAX_SILENT_REPEATS:
-                            names = " and ".join(f"detector {d + 1}" for d in dets)
-                            self.fault("unrecoverable", names, f"still silent after {MAX_SILENT_REPEATS} bias resets: "
-                                       "stopping in the safe state", point=k, block=b)
-                            raise InstrumentError(names, None, f"{names} stayed silent after {MAX_SILENT_REPEATS} "
-                                                  "bias resets (latched, unbiased, or the light does not reach it)")
+                        names = " and ".join(f"detector {d + 1}" for d in dets)
+                        self._count_repeat(repeats, "silent", names, k, b,
+                                           f"still silent after {MAX_BLOCK_REPEATS} bias resets",
+                                           f"{names} stayed silent after {MAX_BLOCK_REPEATS} bias resets (latched, "
+                                           "unbiased, or the light does not reach it)")
                         self._recover_detectors(dets, k, b)
                         continue  # the block's data are bad: repeat it
-                    silent_repeats = 0
+                    repeats.pop("silent", None)
                     if not self._check_lasers(k, b):
-                        hop_repeats += 1
-                        if hop_repeats > MAX_SILENT_REPEATS:
-                            self.fault("unrecoverable", "lasers", f"a laser left its wavelength in {hop_repeats} "
-                                       "blocks in a row: stopping in the safe state", point=k, block=b)
-                            raise InstrumentError("lasers", None, f"a laser mode-hopped in {hop_repeats} blocks in a "
-                                                  "row (adjust the diode current or re-tune)")
+                        hops = repeats.get("mode_hop", 0) + 1
+                        self._count_repeat(repeats, "mode_hop", "lasers", k, b,
+                                           f"a laser left its wavelength in {hops} blocks in a row",
+                                           f"a laser mode-hopped in {hops} blocks in a row (adjust the diode "
+                                           "current or re-tune)")
                         continue  # a mode hop during the block: repeat it
-                    hop_repeats = 0
-                    expected = rates if expected is None else [0.8 * e + 0.2 * r for e, r in zip(expected, rates)]
+                    repeats.pop("mode_hop", None)
+                    expected = _smoothed_rates(expected, rates)
                     entry = BlockEntry(k, b, n, done, vec, 0, 0, paused_s=self._paused, lock=lock_tel,
                                        wall_time=time.monotonic() - t0, extra={"counting": self._counting})
                     self._critical += 1
@@ -912,6 +915,16 @@ def _install_faults(plan: Any, station: Station) -> Any:
     inj = injector_for(plan, station)
     inj.install()
     return inj
+
+
+def _detector_rates(counts: list[int], trials: int) -> list[float]:
+    """Herald + read clicks per trial of detectors 1 and 2 from a counts vector (COUNT_FIELDS)."""
+    return [(counts[1] + counts[3]) / trials, (counts[2] + counts[4]) / trials]
+
+
+def _smoothed_rates(expected: list[float] | None, rates: list[float]) -> list[float]:
+    """The running expectation of the detector rates: the first block's, then 80 % old + 20 % new."""
+    return rates if expected is None else [0.8 * e + 0.2 * r for e, r in zip(expected, rates)]
 
 
 def _lock_telemetry_arrays(blocks: list[dict[str, Any]]) -> dict[str, Any]:
