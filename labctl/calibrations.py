@@ -419,6 +419,11 @@ class DetectorSpec:
     min_rate_hz: float | None = None
     max_rate_hz: float | None = None
 
+    @property
+    def source(self) -> Any:
+        """The bias source itself: the SIM928 port's component, or the instrument."""
+        return self.bias.port(self.port) if (self.port is not None and hasattr(self.bias, "port")) else self.bias
+
 
 def station_detectors(station: Any, expected: dict[str, dict[str, Any]] | None = None) -> list[DetectorSpec]:
     """Detectors of a station: channels ``detector_<n>_bias`` (bias instrument and port); the
@@ -475,7 +480,7 @@ def check_detectors(station: Any, count_rate: Callable[[str], Any], *, detectors
     all_ok = True
     reasons = []
     for d in dets:
-        src = d.bias.port(d.port) if (d.port is not None and hasattr(d.bias, "port")) else d.bias
+        src = d.source
         if apply_bias and d.bias_v is not None:
             src.set_bias(d.bias_v)
             src.set_output(True)

@@ -326,7 +326,7 @@ class Runner:
                 return  # no bias control in this station: nothing to restore
             raise
         for d in dets:
-            src = d.bias.port(d.port) if (d.port is not None and hasattr(d.bias, "port")) else d.bias
+            src = d.source
             inst = self.cfg.model.channels[f"{d.name}_bias"].instrument
             if d.bias_v is not None:
                 self.with_retry(inst, f"biasing {d.name}", lambda src=src, v=d.bias_v: src.set_bias(v))
